@@ -1,0 +1,27 @@
+// ATen-level helpers shared by the backend files of the ops_dcnv3::dcnv3 operator.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <tuple>
+
+#include "dcnv3_sampling.h"
+
+// The scalar arguments of the schema, in order, for passing them on.
+#define DCNV3_GEOMETRY_ARGS                                                             \
+  kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group, \
+      group_channels, offset_scale, im2col_step, remove_center
+
+namespace dcnv3 {
+
+// Checks that make a kernel memory-safe (the Python wrapper gives friendlier errors
+// first; these guard direct torch.ops calls) and returns the call's geometry.
+Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
+                       const at::Tensor& mask, int64_t kernel_h, int64_t kernel_w,
+                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                       int64_t dilation_h, int64_t dilation_w, int64_t group,
+                       int64_t group_channels, double offset_scale, int64_t im2col_step,
+                       bool remove_center);
+
+}  // namespace dcnv3

@@ -1,0 +1,100 @@
+// Per-tap sampling math of DCNv3, shared by the CPU kernels, the CUDA kernels and the
+// TensorRT plugin so that every backend computes exactly the same locations/weights.
+// Plain C++ (no ATen), usable from host and device code.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define DCNV3_HD __host__ __device__ __forceinline__
+#else
+#define DCNV3_HD inline
+#endif
+
+namespace dcnv3 {
+
+// Static geometry of one call; every field is validated before a kernel sees it.
+struct Geometry {
+  int height, width, channels;      // input H, W, C
+  int out_height, out_width;        // Ho, Wo
+  int group, group_channels;        // C = group * group_channels
+  int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  int points;                       // P = kernel_h * kernel_w - remove_center
+  bool remove_center;
+  float offset_scale;
+};
+
+// Taps run width-index outer, height-index inner; `skip` says the tap is the removed
+// centre (remove_center), so it has no offset/mask slot.
+DCNV3_HD bool is_removed_center(const Geometry& g, int i, int j) {
+  return g.remove_center && i == g.kernel_w / 2 && j == g.kernel_h / 2;
+}
+
+// Bilinear neighbourhood of one sampling location. Corner k: 0=(y0,x0) 1=(y0,x0+1)
+// 2=(y0+1,x0) 3=(y0+1,x0+1). Corners outside the image have weight 0 and valid false.
+template <typename acc_t>
+struct Bilinear {
+  int y0, x0;
+  acc_t ly, lx;        // fractional parts
+  acc_t weight[4];
+  bool valid[4];
+};
+
+// Location of tap (i, j) at output pixel (oy, ox) with learned offset (dx, dy).
+template <typename acc_t>
+DCNV3_HD void tap_location(const Geometry& g, int oy, int ox, int i, int j, acc_t dx,
+                           acc_t dy, acc_t& y, acc_t& x) {
+  const int half_w = g.dilation_w * (g.kernel_w - 1) / 2;
+  const int half_h = g.dilation_h * (g.kernel_h - 1) / 2;
+  const acc_t scale = static_cast<acc_t>(g.offset_scale);
+  const acc_t cx = static_cast<acc_t>(ox * g.stride_w - g.pad_w + half_w);
+  const acc_t cy = static_cast<acc_t>(oy * g.stride_h - g.pad_h + half_h);
+  x = cx + (static_cast<acc_t>(i * g.dilation_w - half_w) + dx) * scale;
+  y = cy + (static_cast<acc_t>(j * g.dilation_h - half_h) + dy) * scale;
+}
+
+// Returns false when the location contributes nothing (outside (-1, H) x (-1, W),
+// NaN included, since every comparison with NaN is false).
+template <typename acc_t>
+DCNV3_HD bool make_bilinear(acc_t y, acc_t x, int height, int width, Bilinear<acc_t>& b) {
+  if (!(y > acc_t(-1) && x > acc_t(-1) && y < acc_t(height) && x < acc_t(width))) return false;
+  // Truncation toward zero is floor here except on (-1, 0): fix that case.
+  int y0 = static_cast<int>(y);
+  int x0 = static_cast<int>(x);
+  if (acc_t(y0) > y) --y0;
+  if (acc_t(x0) > x) --x0;
+  b.y0 = y0;
+  b.x0 = x0;
+  b.ly = y - acc_t(y0);
+  b.lx = x - acc_t(x0);
+  const acc_t hy = acc_t(1) - b.ly, hx = acc_t(1) - b.lx;
+  const bool top = y0 >= 0, bottom = y0 + 1 < height;
+  const bool left = x0 >= 0, right = x0 + 1 < width;
+  b.valid[0] = top && left;
+  b.valid[1] = top && right;
+  b.valid[2] = bottom && left;
+  b.valid[3] = bottom && right;
+  b.weight[0] = b.valid[0] ? hy * hx : acc_t(0);
+  b.weight[1] = b.valid[1] ? hy * b.lx : acc_t(0);
+  b.weight[2] = b.valid[2] ? b.ly * hx : acc_t(0);
+  b.weight[3] = b.valid[3] ? b.ly * b.lx : acc_t(0);
+  return true;
+}
+
+// Pixel index (y * W + x) of corner k.
+template <typename acc_t>
+DCNV3_HD int corner_pixel(const Bilinear<acc_t>& b, int k, int width) {
+  return (b.y0 + (k >> 1)) * width + b.x0 + (k & 1);
+}
+
+// Given d[k] = <grad_out, input at corner k> (0 for invalid corners), the gradients of
+// <grad_out, mask * sample> with respect to the location (before offset_scale) and the
+// mask. The sample is bilinear: value = sum_k weight_k * corner_k.
+template <typename acc_t>
+DCNV3_HD void location_and_mask_grads(const Bilinear<acc_t>& b, const acc_t d[4], acc_t mask,
+                                      acc_t& grad_y, acc_t& grad_x, acc_t& grad_mask) {
+  const acc_t hy = acc_t(1) - b.ly, hx = acc_t(1) - b.lx;
+  grad_x = mask * (hy * (d[1] - d[0]) + b.ly * (d[3] - d[2]));
+  grad_y = mask * (hx * (d[2] - d[0]) + b.lx * (d[3] - d[1]));
+  grad_mask = b.weight[0] * d[0] + b.weight[1] * d[1] + b.weight[2] * d[2] + b.weight[3] * d[3];
+}
+
+}  // namespace dcnv3

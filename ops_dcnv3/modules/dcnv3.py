@@ -1,0 +1,110 @@
+"""The DCNv3 module (dcnv3.md): ``DCNv3`` runs the compiled operator, ``DCNv3_pytorch``
+the pure-PyTorch reference; both have the same parameters and checkpoint names."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import dcnv3
+from ..reference import dcnv3_core_pytorch
+from .layers import build_act_layer, build_norm_layer
+
+IM2COL_STEP = 256
+
+
+def _reference_core(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, group, gc, scale,
+                    im2col_step, remove_center):
+    return dcnv3_core_pytorch(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, group, gc,
+                              scale, remove_center)
+
+
+class _DCNv3Base(nn.Module):
+    core: Callable[..., torch.Tensor]
+
+    def __init__(self, channels: int = 64, kernel_size: int = 3, dw_kernel_size: int | None = None,
+                 stride: int = 1, pad: int = 1, dilation: int = 1, group: int = 4,
+                 offset_scale: float = 1.0, act_layer: str = "GELU", norm_layer: str = "LN",
+                 center_feature_scale: bool = False, remove_center: bool = False):
+        super().__init__()
+        if channels % group != 0:
+            raise ValueError(f"channels must be divisible by group, but got {channels} and {group}")
+        group_channels = channels // group
+        if group_channels & (group_channels - 1) != 0:
+            warnings.warn(
+                f"DCNv3: channels // group = {group_channels} is not a power of 2, which is less "
+                "efficient in the kernels.", stacklevel=2)
+        if remove_center and kernel_size % 2 == 0:
+            raise ValueError(f"remove_center needs an odd kernel_size, got {kernel_size}")
+        dw_kernel_size = dw_kernel_size if dw_kernel_size is not None else kernel_size
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.dw_kernel_size = dw_kernel_size
+        self.stride = stride
+        self.pad = pad
+        self.dilation = dilation
+        self.group = group
+        self.group_channels = group_channels
+        self.offset_scale = offset_scale
+        self.center_feature_scale = center_feature_scale
+        self.remove_center = int(remove_center)
+        points = kernel_size * kernel_size - self.remove_center
+
+        self.dw_conv = nn.Sequential(
+            nn.Conv2d(channels, channels, dw_kernel_size, stride=1, padding=(dw_kernel_size - 1) // 2,
+                      groups=channels),
+            build_norm_layer(channels, norm_layer, "channels_first", "channels_last"),
+            build_act_layer(act_layer),
+        )
+        self.offset = nn.Linear(channels, group * points * 2)
+        self.mask = nn.Linear(channels, group * points)
+        self.input_proj = nn.Linear(channels, channels)
+        self.output_proj = nn.Linear(channels, channels)
+        if center_feature_scale:
+            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros(group, channels))
+            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group))
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for layer in (self.offset, self.mask):
+            nn.init.constant_(layer.weight, 0.0)
+            nn.init.constant_(layer.bias, 0.0)
+        for layer in (self.input_proj, self.output_proj):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.constant_(layer.bias, 0.0)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """input: (N, H, W, C) -> (N, H', W', C)."""
+        n, h, w, _ = input.shape
+        value = self.input_proj(input)
+        query = self.dw_conv(input.permute(0, 3, 1, 2))
+        offset = self.offset(query)
+        mask = F.softmax(self.mask(query).reshape(n, h, w, self.group, -1), dim=-1)
+        mask = mask.reshape(n, h, w, -1).to(value.dtype)
+        k = self.kernel_size
+        out = type(self).core(
+            value, offset.to(value.dtype), mask, k, k, self.stride, self.stride, self.pad, self.pad,
+            self.dilation, self.dilation, self.group, self.group_channels, self.offset_scale,
+            IM2COL_STEP, bool(self.remove_center))
+        if self.center_feature_scale:
+            scale = torch.sigmoid(F.linear(query, self.center_feature_scale_proj_weight,
+                                           self.center_feature_scale_proj_bias))
+            scale = scale.repeat_interleave(self.group_channels, dim=-1)
+            out = out * (1 - scale) + value * scale
+        return self.output_proj(out)
+
+
+class DCNv3(_DCNv3Base):
+    """DCNv3 on the compiled kernel of the input's device (reference where none)."""
+
+    core = staticmethod(dcnv3)
+
+
+class DCNv3_pytorch(_DCNv3Base):  # noqa: N801  (published name)
+    """DCNv3 on the pure-PyTorch reference operator."""
+
+    core = staticmethod(_reference_core)

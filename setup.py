@@ -1,0 +1,93 @@
+"""Installs the InternImage monorepo: the ``ops_dcnv3`` package with its compiled
+extension (C++ CPU kernels always; CUDA kernels when a toolkit is found or
+``FORCE_CUDA=1``; ``WITH_CUDA=0`` skips them) and the task trees' Python packages.
+
+Build against the installed torch: ``pip install --no-build-isolation .`` (or
+``python setup.py build_ext --inplace`` for a checkout, as tools/bootstrap.sh does).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import site
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("ops_dcnv3", "csrc")
+
+
+def _locate_cuda_home() -> str | None:
+    """CUDA_HOME if set, else the toolkit folder that owns a real nvcc.
+
+    torch guesses /usr/local when nvcc on PATH is a wrapper script, so look for the
+    usual toolkit folder before torch.utils.cpp_extension is imported."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    for candidate in ["/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"), reverse=True)]:
+        if os.path.exists(os.path.join(candidate, "bin", "nvcc")):
+            return candidate
+    return None
+
+
+def _want_cuda(cuda_home: str | None) -> bool:
+    if os.environ.get("FORCE_CUDA") == "1":
+        return True
+    return os.environ.get("WITH_CUDA", "1") != "0" and cuda_home is not None
+
+
+def _nvidia_wheel_includes() -> list[str]:
+    """cuBLAS/cuSPARSE headers that torch's CUDA headers include live in the nvidia-*
+    wheels next to torch, not in a bare toolkit (stack.md)."""
+    roots = site.getsitepackages() + [site.getusersitepackages()] + sys.path
+    found: list[str] = []
+    for root in roots:
+        for inc in sorted(glob.glob(os.path.join(root, "nvidia", "*", "include"))):
+            if inc not in found:
+                found.append(inc)
+    return found
+
+
+def _extensions():
+    cuda_home = _locate_cuda_home()
+    with_cuda = _want_cuda(cuda_home)
+    if with_cuda and cuda_home:
+        os.environ["CUDA_HOME"] = cuda_home
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    sources = [os.path.join(CSRC, "dcnv3.cpp")] + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    extra = {"cxx": ["-O3", "-fno-math-errno"]}
+    if with_cuda:
+        if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+            # No GPU to ask: build for Ampere and Hopper (A100, H100/H200).
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+        sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
+        extra["nvcc"] = ["-O3", "--use_fast_math"]
+        ext = CUDAExtension(
+            "ops_dcnv3._C", sources, extra_compile_args=extra,
+            include_dirs=[os.path.join(ROOT, CSRC)] + _nvidia_wheel_includes(),
+        )
+    else:
+        ext = CppExtension("ops_dcnv3._C", sources, extra_compile_args=extra,
+                           include_dirs=[os.path.join(ROOT, CSRC)])
+    print(f"ops_dcnv3: building CPU kernels{' and CUDA kernels' if with_cuda else ''}")
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name="internimage",
+    version="0.1.0",
+    description="InternImage and the DCNv3 operator on a current PyTorch stack",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ops_dcnv3", "ops_dcnv3.*"]),
+    package_data={"ops_dcnv3": ["csrc/*.h", "csrc/*/*.cuh"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+)
