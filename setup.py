@@ -59,7 +59,7 @@ def _extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sources = [os.path.join(CSRC, "dcnv3.cpp")] + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
-    extra = {"cxx": ["-O3", "-fno-math-errno"]}
+    extra = {"cxx": ["-O3", "-fno-math-errno", "-Wno-psabi"]}
     if with_cuda:
         if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
             # No GPU to ask: build for Ampere and Hopper (A100, H100/H200).

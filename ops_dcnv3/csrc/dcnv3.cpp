@@ -61,7 +61,7 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
   g.dilation_w = static_cast<int>(dilation_w);
   g.points = static_cast<int>(points);
   g.remove_center = remove_center;
-  g.offset_scale = static_cast<float>(offset_scale);
+  g.offset_scale = offset_scale;
   return g;
 }
 

@@ -19,7 +19,7 @@ struct Geometry {
   int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   int points;                       // P = kernel_h * kernel_w - remove_center
   bool remove_center;
-  float offset_scale;
+  double offset_scale;  // kept in double: float64 calls must not round it
 };
 
 // Taps run width-index outer, height-index inner; `skip` says the tap is the removed
