@@ -59,7 +59,12 @@ def _extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sources = [os.path.join(CSRC, "dcnv3.cpp")] + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
-    extra = {"cxx": ["-O3", "-fno-math-errno", "-Wno-psabi"]}
+    # -fopenmp: at::parallel_for is a header template that only runs in parallel when
+    # the extension itself is compiled with OpenMP.
+    # -fno-trapping-math lets GCC if-convert (and so vectorise) the branch-free sampling
+    # geometry; -fno-wrapv undoes Python's CFLAGS, which blocks index vectorisation.
+    extra = {"cxx": ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fno-wrapv", "-Wno-psabi",
+                     "-fopenmp"]}
     if with_cuda:
         if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
             # No GPU to ask: build for Ampere and Hopper (A100, H100/H200).
@@ -67,11 +72,11 @@ def _extensions():
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
         extra["nvcc"] = ["-O3", "--use_fast_math"]
         ext = CUDAExtension(
-            "ops_dcnv3._C", sources, extra_compile_args=extra,
+            "ops_dcnv3._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"],
             include_dirs=[os.path.join(ROOT, CSRC)] + _nvidia_wheel_includes(),
         )
     else:
-        ext = CppExtension("ops_dcnv3._C", sources, extra_compile_args=extra,
+        ext = CppExtension("ops_dcnv3._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"],
                            include_dirs=[os.path.join(ROOT, CSRC)])
     print(f"ops_dcnv3: building CPU kernels{' and CUDA kernels' if with_cuda else ''}")
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}

@@ -144,8 +144,8 @@ def _register() -> None:
     try:
         from torch.onnx import register_custom_op_symbolic
 
-        for opset in range(7, 25):
-            register_custom_op_symbolic("ops_dcnv3::dcnv3", _onnx_symbolic, opset)
+        # Registered at opset 7, it serves every later opset too.
+        register_custom_op_symbolic("ops_dcnv3::dcnv3", _onnx_symbolic, 7)
     except Exception as error:  # ONNX export is optional; the op works without it
         warnings.warn(f"ops_dcnv3: ONNX symbolic not registered ({error})", RuntimeWarning,
                       stacklevel=2)

@@ -5,8 +5,10 @@ a kernel (which would otherwise read out of bounds or return garbage)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import warnings
 
 import torch
 
@@ -41,6 +43,18 @@ def check_dcnv3_args(
     remove_center: bool,
 ) -> tuple[int, int]:
     """Validates one DCNv3 call and returns the output size (Ho, Wo)."""
+    tracing = torch.jit.is_tracing()
+    # Under ONNX export the shape checks hold but the tracer warns that they are constants.
+    with warnings.catch_warnings() if tracing else contextlib.nullcontext():
+        if tracing:
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return _check(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                      dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step,
+                      remove_center)
+
+
+def _check(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+           dilation_w, group, group_channels, offset_scale, im2col_step, remove_center):
     for name, tensor in (("input", input), ("offset", offset), ("mask", mask)):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"dcnv3: {name} must be a torch.Tensor, got {type(tensor).__name__}")

@@ -5,8 +5,14 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define DCNV3_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define DCNV3_HD inline __attribute__((always_inline))
 #else
 #define DCNV3_HD inline
+#endif
+
+#if !defined(__CUDA_ARCH__)
+#include <cmath>
 #endif
 
 namespace dcnv3 {
@@ -38,45 +44,77 @@ struct Bilinear {
   bool valid[4];
 };
 
+// Regular-grid displacement of tap (i, j) from the window centre, in input pixels.
+DCNV3_HD int tap_dx(const Geometry& g, int i) { return i * g.dilation_w - g.dilation_w * (g.kernel_w - 1) / 2; }
+DCNV3_HD int tap_dy(const Geometry& g, int j) { return j * g.dilation_h - g.dilation_h * (g.kernel_h - 1) / 2; }
+
+// Window centre of output pixel (oy, ox) in input pixel coordinates.
+DCNV3_HD int centre_x(const Geometry& g, int ox) {
+  return ox * g.stride_w - g.pad_w + g.dilation_w * (g.kernel_w - 1) / 2;
+}
+DCNV3_HD int centre_y(const Geometry& g, int oy) {
+  return oy * g.stride_h - g.pad_h + g.dilation_h * (g.kernel_h - 1) / 2;
+}
+
+// Sampling location: centre + (regular displacement + learned offset) * offset_scale.
+template <typename acc_t>
+DCNV3_HD acc_t sample_coordinate(acc_t centre, acc_t displacement, acc_t offset, acc_t scale) {
+  return centre + (displacement + offset) * scale;
+}
+
 // Location of tap (i, j) at output pixel (oy, ox) with learned offset (dx, dy).
 template <typename acc_t>
 DCNV3_HD void tap_location(const Geometry& g, int oy, int ox, int i, int j, acc_t dx,
                            acc_t dy, acc_t& y, acc_t& x) {
-  const int half_w = g.dilation_w * (g.kernel_w - 1) / 2;
-  const int half_h = g.dilation_h * (g.kernel_h - 1) / 2;
   const acc_t scale = static_cast<acc_t>(g.offset_scale);
-  const acc_t cx = static_cast<acc_t>(ox * g.stride_w - g.pad_w + half_w);
-  const acc_t cy = static_cast<acc_t>(oy * g.stride_h - g.pad_h + half_h);
-  x = cx + (static_cast<acc_t>(i * g.dilation_w - half_w) + dx) * scale;
-  y = cy + (static_cast<acc_t>(j * g.dilation_h - half_h) + dy) * scale;
+  x = sample_coordinate(acc_t(centre_x(g, ox)), acc_t(tap_dx(g, i)), dx, scale);
+  y = sample_coordinate(acc_t(centre_y(g, oy)), acc_t(tap_dy(g, j)), dy, scale);
 }
 
-// Returns false when the location contributes nothing (outside (-1, H) x (-1, W),
-// NaN included, since every comparison with NaN is false).
+DCNV3_HD float floor_of(float v) {
+#if defined(__CUDA_ARCH__)
+  return floorf(v);
+#else
+  return std::floor(v);
+#endif
+}
+DCNV3_HD double floor_of(double v) {
+#if defined(__CUDA_ARCH__)
+  return ::floor(v);
+#else
+  return std::floor(v);
+#endif
+}
+
+// Bilinear neighbourhood of (y, x), branch-free (bitwise &, selects) so the CPU kernels
+// vectorise it over taps. A location outside (-1, H) x (-1, W), NaN included since
+// every comparison with NaN is false, gets no valid corner; returns whether it is inside.
 template <typename acc_t>
-DCNV3_HD bool make_bilinear(acc_t y, acc_t x, int height, int width, Bilinear<acc_t>& b) {
-  if (!(y > acc_t(-1) && x > acc_t(-1) && y < acc_t(height) && x < acc_t(width))) return false;
-  // Truncation toward zero is floor here except on (-1, 0): fix that case.
-  int y0 = static_cast<int>(y);
-  int x0 = static_cast<int>(x);
-  if (acc_t(y0) > y) --y0;
-  if (acc_t(x0) > x) --x0;
+DCNV3_HD bool bilinear(acc_t y, acc_t x, int height, int width, Bilinear<acc_t>& b) {
+  const bool inside = (y > acc_t(-1)) & (x > acc_t(-1)) & (y < acc_t(height)) & (x < acc_t(width));
+  // Clamp (NaN goes to -2) so the int conversion is defined; inside points are unchanged.
+  // Clamping rather than selecting on `inside` keeps the compiler from branching here.
+  acc_t ys = y > acc_t(-2) ? y : acc_t(-2), xs = x > acc_t(-2) ? x : acc_t(-2);
+  ys = ys < acc_t(height) ? ys : acc_t(height);
+  xs = xs < acc_t(width) ? xs : acc_t(width);
+  const acc_t y0f = floor_of(ys), x0f = floor_of(xs);
+  const int y0 = static_cast<int>(y0f), x0 = static_cast<int>(x0f);
   b.y0 = y0;
   b.x0 = x0;
-  b.ly = y - acc_t(y0);
-  b.lx = x - acc_t(x0);
+  b.ly = ys - y0f;
+  b.lx = xs - x0f;
   const acc_t hy = acc_t(1) - b.ly, hx = acc_t(1) - b.lx;
-  const bool top = y0 >= 0, bottom = y0 + 1 < height;
+  const bool top = inside & (y0 >= 0), bottom = inside & (y0 + 1 < height);
   const bool left = x0 >= 0, right = x0 + 1 < width;
-  b.valid[0] = top && left;
-  b.valid[1] = top && right;
-  b.valid[2] = bottom && left;
-  b.valid[3] = bottom && right;
+  b.valid[0] = top & left;
+  b.valid[1] = top & right;
+  b.valid[2] = bottom & left;
+  b.valid[3] = bottom & right;
   b.weight[0] = b.valid[0] ? hy * hx : acc_t(0);
   b.weight[1] = b.valid[1] ? hy * b.lx : acc_t(0);
   b.weight[2] = b.valid[2] ? b.ly * hx : acc_t(0);
   b.weight[3] = b.valid[3] ? b.ly * b.lx : acc_t(0);
-  return true;
+  return inside;
 }
 
 // Pixel index (y * W + x) of corner k.

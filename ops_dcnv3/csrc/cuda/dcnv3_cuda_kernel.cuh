@@ -49,7 +49,7 @@ __global__ void forward_kernel(const scalar_t* __restrict__ input,
       tap_location<acc_t>(g, oy, ox, i, j, static_cast<acc_t>(offset[2 * slot]),
                           static_cast<acc_t>(offset[2 * slot + 1]), y, x);
       Bilinear<acc_t> b;
-      if (!make_bilinear(y, x, g.height, g.width, b)) continue;
+      if (!bilinear(y, x, g.height, g.width, b)) continue;
       acc_t value = 0;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
@@ -93,7 +93,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad_output,
   tap_location<acc_t>(g, oy, ox, i, j, static_cast<acc_t>(offset[2 * slot]),
                       static_cast<acc_t>(offset[2 * slot + 1]), y, x);
   Bilinear<acc_t> b;
-  if (!make_bilinear(y, x, g.height, g.width, b)) {
+  if (!bilinear(y, x, g.height, g.width, b)) {
     grad_offset[2 * slot] = grad_offset[2 * slot + 1] = static_cast<scalar_t>(0.f);
     grad_mask[slot] = static_cast<scalar_t>(0.f);
     return;

@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` (main job) and `make test` (the tests).
+# Both bootstrap the environment first (idempotent, cached; see tools/bootstrap.sh).
+VENV ?= .venv
+PY := $(abspath $(VENV))/bin/python
+
+.PHONY: bootstrap demo test bench lint
+
+bootstrap:
+	@VENV="$(abspath $(VENV))" tools/bootstrap.sh
+
+# Main job. Until the classification trainer lands, it is the operator benchmark.
+demo: bootstrap
+	$(PY) -m ops_dcnv3.benchmark
+
+bench: bootstrap
+	$(PY) -m ops_dcnv3.benchmark
+
+# pytest exit code 5 means "collected nothing": say so instead of failing obscurely.
+test: bootstrap
+	@rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+lint: bootstrap
+	$(PY) -m ruff check .
