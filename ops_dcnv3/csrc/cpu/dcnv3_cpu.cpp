@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../dcnv3.h"
@@ -56,6 +57,14 @@ DCNV3_VEC(uint32_t, 16)
 DCNV3_VEC(uint32_t, 8)
 DCNV3_VEC(uint32_t, 4)
 DCNV3_VEC(uint32_t, 2)
+DCNV3_VEC(int32_t, 16)
+DCNV3_VEC(int32_t, 8)
+DCNV3_VEC(int32_t, 4)
+DCNV3_VEC(int32_t, 2)
+DCNV3_VEC(int64_t, 16)
+DCNV3_VEC(int64_t, 8)
+DCNV3_VEC(int64_t, 4)
+DCNV3_VEC(int64_t, 2)
 #undef DCNV3_VEC
 template <typename T, int N>
 using Vec = typename VecType<T, N>::type;
@@ -104,15 +113,17 @@ constexpr int kNarrow = kWide<acc_t, kBytes> / 2;
 
 // ---------------------------------------------------------------- sampling geometry
 // Structure-of-arrays geometry of up to `capacity` consecutive (group, point) entries of
-// one output pixel; corner k of entry e sits at [k * capacity + e]. Invalid corners
-// point at pixel 0 with weight 0 and valid 0, so the gather loops need no branches.
+// one output pixel; corner k of entry e sits at [k * capacity + e]. `element` is the
+// corner's offset in the image (pixel * C; fits int32, numel < 2^31 is checked). Invalid
+// corners point at a clamped in-image pixel with weight 0 and valid 0, so gather loops
+// need no branches.
 template <typename acc_t>
 struct Samples {
   explicit Samples(int capacity)
-      : capacity(capacity), pixel(4 * capacity), weight(4 * capacity), valid(4 * capacity),
+      : capacity(capacity), element(4 * capacity), weight(4 * capacity), valid(4 * capacity),
         ly(capacity), lx(capacity) {}
   int capacity;
-  std::vector<int32_t> pixel;
+  std::vector<int32_t> element;
   std::vector<acc_t> weight, valid, ly, lx;
 };
 
@@ -131,35 +142,102 @@ struct TapTable {
   std::vector<acc_t> dx, dy;
 };
 
+// Integer lanes matching acc_t lanes (what a vector comparison of acc_t yields).
+template <typename acc_t>
+using LaneInt = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
+
+// Stores the geometry of one entry computed by the shared scalar bilinear().
+template <bool kForward, typename acc_t>
+DCNV3_INLINE void store_sample(const Geometry& g, const Bilinear<acc_t>& b, acc_t m, int e,
+                               Samples<acc_t>& s) {
+  const int32_t row = g.width * g.channels, cap = s.capacity;
+  const int32_t ya = std::min(std::max(b.y0, 0), g.height - 1);
+  const int32_t yb = std::min(std::max(b.y0 + 1, 0), g.height - 1);
+  const int32_t xa = std::min(std::max(b.x0, 0), g.width - 1);
+  const int32_t xb = std::min(std::max(b.x0 + 1, 0), g.width - 1);
+  const int32_t corner[4] = {ya * row + xa * g.channels, ya * row + xb * g.channels,
+                             yb * row + xa * g.channels, yb * row + xb * g.channels};
+  for (int k = 0; k < 4; ++k) {
+    s.element[k * cap + e] = corner[k];
+    s.weight[k * cap + e] = b.weight[k] * m;
+    if constexpr (!kForward) s.valid[k * cap + e] = b.valid[k] ? acc_t(1) : acc_t(0);
+  }
+  if constexpr (!kForward) {
+    s.ly[e] = b.ly;
+    s.lx[e] = b.lx;
+  }
+}
+
 // Geometry of `count` entries starting at `first` for output pixel (oy, ox); `offset`
-// points at that pixel's first offset pair. A loop without branches: it vectorises.
-template <typename scalar_t, typename acc_t>
+// points at that pixel's first offset pair. With kForward the weights are multiplied by
+// the mask (`mask` points at the first entry's) and valid/ly/lx are not needed.
+//
+// L entries at a time with explicit vectors: the same arithmetic as bilinear() in
+// dcnv3_sampling.h (which handles the remainder), written lane-wise because GCC does not
+// auto-vectorise it. Invalid corners point at a clamped in-image pixel with weight 0.
+template <bool kForward, int L, typename scalar_t, typename acc_t>
 DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scalar_t* __restrict offset,
-                            const TapTable<acc_t>& taps, int first, int count, Samples<acc_t>& s) {
+                                  const scalar_t* __restrict mask, const TapTable<acc_t>& taps,
+                                  int first, int count, Samples<acc_t>& s) {
+  using VF = Vec<acc_t, L>;
+  using VI = Vec<LaneInt<acc_t>, L>;
   const acc_t cx = acc_t(centre_x(g, ox)), cy = acc_t(centre_y(g, oy));
   const acc_t scale = static_cast<acc_t>(g.offset_scale);
-  const acc_t* __restrict base_x = taps.dx.data() + first;
-  const acc_t* __restrict base_y = taps.dy.data() + first;
+  const acc_t* base_x = taps.dx.data() + first;
+  const acc_t* base_y = taps.dy.data() + first;
   const int cap = s.capacity;
-  int32_t* __restrict pixel = s.pixel.data();
-  acc_t* __restrict weight = s.weight.data();
-  acc_t* __restrict valid = s.valid.data();
-  acc_t* __restrict ly = s.ly.data();
-  acc_t* __restrict lx = s.lx.data();
-  for (int e = 0; e < count; ++e) {
-    const acc_t x = sample_coordinate(cx, base_x[e], static_cast<acc_t>(offset[2 * e]), scale);
-    const acc_t y = sample_coordinate(cy, base_y[e], static_cast<acc_t>(offset[2 * e + 1]), scale);
+  const acc_t height = acc_t(g.height), width = acc_t(g.width);
+  const LaneInt<acc_t> row = int64_t(g.width) * g.channels, channels = g.channels;
+  const VI zero_i = VI{} + 0, h_last = VI{} + (g.height - 1), w_last = VI{} + (g.width - 1);
+  int e = 0;
+  for (; e + L <= count; e += L) {
+    VF dx, dy, m;
+    for (int l = 0; l < L; ++l) {
+      dx[l] = static_cast<acc_t>(offset[2 * (e + l)]);
+      dy[l] = static_cast<acc_t>(offset[2 * (e + l) + 1]);
+      m[l] = kForward ? static_cast<acc_t>(mask[e + l]) : acc_t(1);
+    }
+    const VF x = cx + (load<L, acc_t>(base_x + e) + dx) * scale;
+    const VF y = cy + (load<L, acc_t>(base_y + e) + dy) * scale;
+    const VI inside = (y > acc_t(-1)) & (x > acc_t(-1)) & (y < height) & (x < width);
+    VF ys = y > acc_t(-2) ? y : acc_t(-2), xs = x > acc_t(-2) ? x : acc_t(-2);
+    ys = ys < height ? ys : height;
+    xs = xs < width ? xs : width;
+    // floor: truncate, then step down where truncation went up (negative values).
+    VI y0 = __builtin_convertvector(ys, VI), x0 = __builtin_convertvector(xs, VI);
+    y0 += __builtin_convertvector(y0, VF) > ys;  // comparison lanes are -1 / 0
+    x0 += __builtin_convertvector(x0, VF) > xs;
+    const VF ly = ys - __builtin_convertvector(y0, VF), lx = xs - __builtin_convertvector(x0, VF);
+    const VF hy = acc_t(1) - ly, hx = acc_t(1) - lx;
+    const VI top = inside & (y0 >= 0), bottom = inside & (y0 + 1 < g.height);
+    const VI left = x0 >= 0, right = x0 + 1 < g.width;
+    const VI valid[4] = {top & left, top & right, bottom & left, bottom & right};
+    const VF bilinear_weight[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+    const VI ya = y0 < zero_i ? zero_i : (y0 > h_last ? h_last : y0);
+    const VI yb = y0 + 1 < zero_i ? zero_i : (y0 + 1 > h_last ? h_last : y0 + 1);
+    const VI xa = x0 < zero_i ? zero_i : (x0 > w_last ? w_last : x0);
+    const VI xb = x0 + 1 < zero_i ? zero_i : (x0 + 1 > w_last ? w_last : x0 + 1);
+    const VI corner[4] = {ya * row + xa * channels, ya * row + xb * channels,
+                          yb * row + xa * channels, yb * row + xb * channels};
+    for (int k = 0; k < 4; ++k) {
+      const Vec<int32_t, L> element = __builtin_convertvector(corner[k], Vec<int32_t, L>);
+      std::memcpy(s.element.data() + k * cap + e, &element, sizeof(element));
+      const VF w = valid[k] ? bilinear_weight[k] * m : VF{};
+      store<L>(s.weight.data() + k * cap + e, w);
+      if constexpr (!kForward) store<L>(s.valid.data() + k * cap + e, valid[k] ? VF{} + 1 : VF{});
+    }
+    if constexpr (!kForward) {
+      store<L>(s.ly.data() + e, ly);
+      store<L>(s.lx.data() + e, lx);
+    }
+  }
+  for (; e < count; ++e) {
+    acc_t y, x;
+    x = sample_coordinate(cx, base_x[e], static_cast<acc_t>(offset[2 * e]), scale);
+    y = sample_coordinate(cy, base_y[e], static_cast<acc_t>(offset[2 * e + 1]), scale);
     Bilinear<acc_t> b;
     bilinear(y, x, g.height, g.width, b);
-    const int32_t p0 = b.y0 * g.width + b.x0;
-    const int32_t corner[4] = {p0, p0 + 1, p0 + g.width, p0 + g.width + 1};
-    for (int k = 0; k < 4; ++k) {
-      pixel[k * cap + e] = b.valid[k] ? corner[k] : 0;
-      weight[k * cap + e] = b.weight[k];
-      valid[k * cap + e] = b.valid[k] ? acc_t(1) : acc_t(0);
-    }
-    ly[e] = b.ly;
-    lx[e] = b.lx;
+    store_sample<kForward>(g, b, kForward ? static_cast<acc_t>(mask[e]) : acc_t(1), e, s);
   }
 }
 
@@ -175,67 +253,63 @@ struct ForwardArgs {
   const TapTable<at::opmath_type<scalar_t>>* taps;
 };
 
-// out[c0:c0+N] = sum_t weight[t] * image[corner[t] + c0 : ... + N].
+// out[c0:c0+N] = sum over the 4 corners k and P points of weight * image[element + c0:].
 template <int N, typename scalar_t, typename acc_t>
-DCNV3_INLINE void gather_chunk(const scalar_t* image, const int64_t* corner, const acc_t* weight,
-                         int count, int c0, acc_t* out) {
+DCNV3_INLINE void gather_chunk(const scalar_t* image, const int32_t* element, const acc_t* weight,
+                               int cap, int points, int c0, acc_t* out) {
   Vec<acc_t, N> acc = {};
-  for (int t = 0; t < count; ++t) acc += weight[t] * load<N, acc_t>(image + corner[t] + c0);
+  for (int k = 0; k < 4; ++k) {
+    const int32_t* el = element + k * cap;
+    const acc_t* w = weight + k * cap;
+    for (int p = 0; p < points; ++p) acc += w[p] * load<N, acc_t>(image + el[p] + c0);
+  }
   store<N>(out + c0, acc);
 }
 
 // Per-thread scratch of the forward pass.
 template <typename acc_t>
 struct ForwardScratch {
-  explicit ForwardScratch(const Geometry& g)
-      : samples(g.group * g.points), corner(4 * g.points), weight(4 * g.points), acc(g.channels) {}
+  explicit ForwardScratch(const Geometry& g) : samples(g.group * g.points), acc(g.channels) {}
   Samples<acc_t> samples;
-  std::vector<int64_t> corner;  // one group's 4P terms: element offset of the corner pixel
-  std::vector<acc_t> weight;    // and mask * bilinear weight
-  std::vector<acc_t> acc;       // one output pixel
+  std::vector<acc_t> acc;  // one output pixel
 };
 
 template <typename scalar_t, int kBytes>
-DCNV3_INLINE void forward_range(
-    const ForwardArgs<scalar_t>& a, int64_t begin, int64_t end,
-    ForwardScratch<at::opmath_type<scalar_t>>& scratch) {
+DCNV3_INLINE void forward_range(const ForwardArgs<scalar_t>& a, int64_t begin, int64_t end,
+                                ForwardScratch<at::opmath_type<scalar_t>>& scratch) {
   using acc_t = at::opmath_type<scalar_t>;
+  Samples<acc_t>& samples = scratch.samples;
+  acc_t* acc = scratch.acc.data();
   const Geometry& g = a.g;
   const int gc = g.group_channels, P = g.points;
   const int entries = g.group * P;
-  const int cap = scratch.samples.capacity;
+  const int cap = samples.capacity;
   const int64_t image_stride = int64_t(g.height) * g.width * g.channels;
-  int64_t* corner = scratch.corner.data();
-  acc_t* weight = scratch.weight.data();
-  acc_t* acc = scratch.acc.data();
+  constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
   for (int64_t index = begin; index < end; ++index) {
     const int64_t n = index / a.pixels;
     const int oy = static_cast<int>((index % a.pixels) / g.out_width);
     const int ox = static_cast<int>(index % g.out_width);
     const scalar_t* image = a.input + n * image_stride;
-    const scalar_t* msk = a.mask + index * entries;
-    compute_samples(g, oy, ox, a.offset + index * entries * 2, *a.taps, 0, entries, scratch.samples);
+    compute_samples<true, kWide<acc_t, kBytes>>(g, oy, ox, a.offset + index * entries * 2, a.mask + index * entries,
+                          *a.taps, 0, entries, samples);
     for (int grp = 0; grp < g.group; ++grp) {
-      const int e0 = grp * P;
-      for (int k = 0; k < 4; ++k) {
-        for (int p = 0; p < P; ++p) {
-          corner[k * P + p] = int64_t(scratch.samples.pixel[k * cap + e0 + p]) * g.channels;
-          weight[k * P + p] = scratch.samples.weight[k * cap + e0 + p] * static_cast<acc_t>(msk[e0 + p]);
-        }
-      }
+      const int32_t* element = samples.element.data() + grp * P;
+      const acc_t* weight = samples.weight.data() + grp * P;
       const scalar_t* image_g = image + grp * gc;
       acc_t* acc_g = acc + grp * gc;
-      constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
       int c = 0;
-      for (; c + wide <= gc; c += wide) gather_chunk<wide>(image_g, corner, weight, 4 * P, c, acc_g);
+      for (; c + wide <= gc; c += wide) gather_chunk<wide>(image_g, element, weight, cap, P, c, acc_g);
       if constexpr (narrow >= 2) {
         for (; c + narrow <= gc; c += narrow)
-          gather_chunk<narrow>(image_g, corner, weight, 4 * P, c, acc_g);
+          gather_chunk<narrow>(image_g, element, weight, cap, P, c, acc_g);
       }
       for (; c < gc; ++c) {
-        acc_t s = 0;
-        for (int t = 0; t < 4 * P; ++t) s += weight[t] * static_cast<acc_t>(image_g[corner[t] + c]);
-        acc_g[c] = s;
+        acc_t sum = 0;
+        for (int k = 0; k < 4; ++k)
+          for (int p = 0; p < P; ++p)
+            sum += weight[k * cap + p] * static_cast<acc_t>(image_g[element[k * cap + p] + c]);
+        acc_g[c] = sum;
       }
     }
     scalar_t* out = a.output + index * g.channels;
@@ -299,8 +373,8 @@ DCNV3_INLINE void backward_range(
       const int oy = static_cast<int>(pix / g.out_width);
       const int ox = static_cast<int>(pix % g.out_width);
       const int64_t slot_base = index * g.group * P;  // entry (grp, p) -> slot_base + grp*P + p
-      compute_samples(g, oy, ox, a.offset + (slot_base + g_begin * P) * 2, *a.taps, g_begin * P,
-                      (g_end - g_begin) * P, scratch.samples);
+      compute_samples<false, kWide<acc_t, kBytes>>(g, oy, ox, a.offset + (slot_base + g_begin * P) * 2, a.mask,
+                             *a.taps, g_begin * P, (g_end - g_begin) * P, scratch.samples);
       for (int grp = g_begin; grp < g_end; ++grp) {
         const scalar_t* image_g = a.input + n * image_stride + grp * gc;
         acc_t* grad_image_g = a.grad_input + n * image_stride + grp * gc;
@@ -318,9 +392,8 @@ DCNV3_INLINE void backward_range(
             b.weight[k] = s.weight[k * cap + e];
             d[k] = 0;
             if (s.valid[k * cap + e] == acc_t(0)) continue;
-            const int64_t pixel = int64_t(s.pixel[k * cap + e]) * g.channels;
-            const scalar_t* src = image_g + pixel;
-            acc_t* dst = grad_image_g + pixel;
+            const scalar_t* src = image_g + s.element[k * cap + e];
+            acc_t* dst = grad_image_g + s.element[k * cap + e];
             const acc_t mw = m * b.weight[k];
             acc_t sum = 0;
             constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
