@@ -48,33 +48,41 @@ def _median_ms(fn: Callable[[], object], repeat: int, device: torch.device) -> f
     return statistics.median(times)
 
 
+def time_level(batch: int, size: int, channels: int, group: int, repeat: int, device: torch.device,
+               dtype: torch.dtype) -> dict[str, float]:
+    """Median times (ms) of the reference and the kernel, forward and forward+backward."""
+    x, offset, mask = _inputs(batch, size, channels, group, dtype, device)
+    args = (KERNEL, KERNEL, 1, 1, 1, 1, 1, 1, group, channels // group, 1.0)
+    grad = torch.randn(batch, size, size, channels, device=device, dtype=dtype)
+
+    def kernel():
+        return dcnv3(x, offset, mask, *args, 256, False)
+
+    def reference():
+        return dcnv3_core_pytorch(x, offset, mask, *args, False)
+
+    def forward(fn):
+        with torch.no_grad():
+            return fn()
+
+    def forward_backward(fn):
+        return torch.autograd.grad(fn(), (x, offset, mask), grad)
+
+    return {
+        "ref_fwd": _median_ms(lambda: forward(reference), repeat, device),
+        "ker_fwd": _median_ms(lambda: forward(kernel), repeat, device),
+        "ref_fwdbwd": _median_ms(lambda: forward_backward(reference), repeat, device),
+        "ker_fwdbwd": _median_ms(lambda: forward_backward(kernel), repeat, device),
+    }
+
+
 def run(batch: int, repeat: int, device: torch.device, dtype: torch.dtype) -> list[dict]:
     if not kernel_available(device):
         raise SystemExit(f"no compiled DCNv3 kernel for {device}; build the extension first")
     rows = []
     for level, (size, channels, group) in enumerate(T_LEVELS):
-        x, offset, mask = _inputs(batch, size, channels, group, dtype, device)
-        args = (KERNEL, KERNEL, 1, 1, 1, 1, 1, 1, group, channels // group, 1.0)
-        grad = torch.randn(batch, size, size, channels, device=device, dtype=dtype)
-
-        def kernel_fwd():
-            with torch.no_grad():
-                return dcnv3(x, offset, mask, *args, 256, False)
-
-        def reference_fwd():
-            with torch.no_grad():
-                return dcnv3_core_pytorch(x, offset, mask, *args, False)
-
-        def kernel_fwd_bwd():
-            torch.autograd.grad(dcnv3(x, offset, mask, *args, 256, False), (x, offset, mask), grad)
-
-        def reference_fwd_bwd():
-            torch.autograd.grad(dcnv3_core_pytorch(x, offset, mask, *args, False), (x, offset, mask), grad)
-
         row = {"level": level, "shape": f"{batch}x{size}x{size}x{channels} G{group}"}
-        for name, fn in (("ref_fwd", reference_fwd), ("ker_fwd", kernel_fwd),
-                         ("ref_fwdbwd", reference_fwd_bwd), ("ker_fwdbwd", kernel_fwd_bwd)):
-            row[name] = _median_ms(fn, repeat, device)
+        row.update(time_level(batch, size, channels, group, repeat, device, dtype))
         rows.append(row)
         print(f"level {level} {row['shape']:>22}: forward {row['ref_fwd']:8.2f} ms ref / "
               f"{row['ker_fwd']:7.2f} ms kernel = {row['ref_fwd'] / row['ker_fwd']:5.1f}x | "

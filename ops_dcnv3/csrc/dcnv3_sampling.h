@@ -11,9 +11,7 @@
 #define DCNV3_HD inline
 #endif
 
-#if !defined(__CUDA_ARCH__)
 #include <cmath>
-#endif
 
 namespace dcnv3 {
 
