@@ -119,9 +119,11 @@ constexpr int kNarrow = kWide<acc_t, kBytes> / 2;
 // need no branches.
 template <typename acc_t>
 struct Samples {
-  explicit Samples(int capacity)
-      : capacity(capacity), element(4 * capacity), weight(4 * capacity), valid(4 * capacity),
-        ly(capacity), lx(capacity) {}
+  // Capacity rounds up to whole vectors (16 lanes at most): the last, partial block of
+  // compute_samples writes full vectors into the padding.
+  explicit Samples(int entries)
+      : capacity((entries + 15) / 16 * 16), element(4 * capacity), weight(4 * capacity),
+        valid(4 * capacity), ly(capacity), lx(capacity) {}
   int capacity;
   std::vector<int32_t> element;
   std::vector<acc_t> weight, valid, ly, lx;
@@ -138,6 +140,8 @@ struct TapTable {
           dx.push_back(acc_t(tap_dx(g, i)));
           dy.push_back(acc_t(tap_dy(g, j)));
         }
+    dx.resize(dx.size() + 16);  // padding read by a partial last vector block
+    dy.resize(dy.size() + 16);
   }
   std::vector<acc_t> dx, dy;
 };
@@ -146,35 +150,14 @@ struct TapTable {
 template <typename acc_t>
 using LaneInt = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
 
-// Stores the geometry of one entry computed by the shared scalar bilinear().
-template <bool kForward, typename acc_t>
-DCNV3_INLINE void store_sample(const Geometry& g, const Bilinear<acc_t>& b, acc_t m, int e,
-                               Samples<acc_t>& s) {
-  const int32_t row = g.width * g.channels, cap = s.capacity;
-  const int32_t ya = std::min(std::max(b.y0, 0), g.height - 1);
-  const int32_t yb = std::min(std::max(b.y0 + 1, 0), g.height - 1);
-  const int32_t xa = std::min(std::max(b.x0, 0), g.width - 1);
-  const int32_t xb = std::min(std::max(b.x0 + 1, 0), g.width - 1);
-  const int32_t corner[4] = {ya * row + xa * g.channels, ya * row + xb * g.channels,
-                             yb * row + xa * g.channels, yb * row + xb * g.channels};
-  for (int k = 0; k < 4; ++k) {
-    s.element[k * cap + e] = corner[k];
-    s.weight[k * cap + e] = b.weight[k] * m;
-    if constexpr (!kForward) s.valid[k * cap + e] = b.valid[k] ? acc_t(1) : acc_t(0);
-  }
-  if constexpr (!kForward) {
-    s.ly[e] = b.ly;
-    s.lx[e] = b.lx;
-  }
-}
-
 // Geometry of `count` entries starting at `first` for output pixel (oy, ox); `offset`
 // points at that pixel's first offset pair. With kForward the weights are multiplied by
 // the mask (`mask` points at the first entry's) and valid/ly/lx are not needed.
 //
-// L entries at a time with explicit vectors: the same arithmetic as bilinear() in
-// dcnv3_sampling.h (which handles the remainder), written lane-wise because GCC does not
-// auto-vectorise it. Invalid corners point at a clamped in-image pixel with weight 0.
+// L entries at a time with explicit vectors: the arithmetic of bilinear() in
+// dcnv3_sampling.h, written lane-wise because GCC does not auto-vectorise it. Invalid
+// corners point at a clamped in-image pixel with weight 0. The last block may be
+// partial: its inputs are staged zero-padded, its outputs land in the padding.
 template <bool kForward, int L, typename scalar_t, typename acc_t>
 DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scalar_t* __restrict offset,
                                   const scalar_t* __restrict mask, const TapTable<acc_t>& taps,
@@ -189,13 +172,25 @@ DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scala
   const acc_t height = acc_t(g.height), width = acc_t(g.width);
   const LaneInt<acc_t> row = int64_t(g.width) * g.channels, channels = g.channels;
   const VI zero_i = VI{} + 0, h_last = VI{} + (g.height - 1), w_last = VI{} + (g.width - 1);
-  int e = 0;
-  for (; e + L <= count; e += L) {
+  scalar_t staged_offset[2 * L], staged_mask[L];
+  for (int e = 0; e < count; e += L) {
+    const scalar_t* off = offset + 2 * e;
+    const scalar_t* msk = kForward ? mask + e : nullptr;
+    if (e + L > count) {
+      for (int l = 0; l < L; ++l) {
+        const bool live = e + l < count;
+        staged_offset[2 * l] = live ? off[2 * l] : scalar_t(0);
+        staged_offset[2 * l + 1] = live ? off[2 * l + 1] : scalar_t(0);
+        if constexpr (kForward) staged_mask[l] = live ? msk[l] : scalar_t(0);
+      }
+      off = staged_offset;
+      msk = staged_mask;
+    }
     VF dx, dy, m;
     for (int l = 0; l < L; ++l) {
-      dx[l] = static_cast<acc_t>(offset[2 * (e + l)]);
-      dy[l] = static_cast<acc_t>(offset[2 * (e + l) + 1]);
-      m[l] = kForward ? static_cast<acc_t>(mask[e + l]) : acc_t(1);
+      dx[l] = static_cast<acc_t>(off[2 * l]);
+      dy[l] = static_cast<acc_t>(off[2 * l + 1]);
+      m[l] = kForward ? static_cast<acc_t>(msk[l]) : acc_t(1);
     }
     const VF x = cx + (load<L, acc_t>(base_x + e) + dx) * scale;
     const VF y = cy + (load<L, acc_t>(base_y + e) + dy) * scale;
@@ -222,22 +217,13 @@ DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scala
     for (int k = 0; k < 4; ++k) {
       const Vec<int32_t, L> element = __builtin_convertvector(corner[k], Vec<int32_t, L>);
       std::memcpy(s.element.data() + k * cap + e, &element, sizeof(element));
-      const VF w = valid[k] ? bilinear_weight[k] * m : VF{};
-      store<L>(s.weight.data() + k * cap + e, w);
+      store<L>(s.weight.data() + k * cap + e, valid[k] ? bilinear_weight[k] * m : VF{});
       if constexpr (!kForward) store<L>(s.valid.data() + k * cap + e, valid[k] ? VF{} + 1 : VF{});
     }
     if constexpr (!kForward) {
       store<L>(s.ly.data() + e, ly);
       store<L>(s.lx.data() + e, lx);
     }
-  }
-  for (; e < count; ++e) {
-    acc_t y, x;
-    x = sample_coordinate(cx, base_x[e], static_cast<acc_t>(offset[2 * e]), scale);
-    y = sample_coordinate(cy, base_y[e], static_cast<acc_t>(offset[2 * e + 1]), scale);
-    Bilinear<acc_t> b;
-    bilinear(y, x, g.height, g.width, b);
-    store_sample<kForward>(g, b, kForward ? static_cast<acc_t>(mask[e]) : acc_t(1), e, s);
   }
 }
 
@@ -333,14 +319,31 @@ struct BackwardArgs {
   int groups_per_task;  // a task is (image, block of groups_per_task groups)
 };
 
-// Returns <go, image[c0:c0+N]> and adds scale * go to grad_image[c0:c0+N].
+// One tap's channel loop over its four corners k: adds mw[k] * go to grad_image at
+// corner k and accumulates the products go * image(corner k) lane-wise in prod[k].
 template <int N, typename scalar_t, typename acc_t>
-DCNV3_INLINE acc_t dot_and_scatter_chunk(const acc_t* go, const scalar_t* image, acc_t* grad_image,
-                                   acc_t scale, int c0) {
-  const Vec<acc_t, N> g = load<N, acc_t>(go + c0);
-  const Vec<acc_t, N> x = load<N, acc_t>(image + c0);
-  store<N>(grad_image + c0, load<N, acc_t>(grad_image + c0) + scale * g);
-  return horizontal_sum<N, acc_t>(g * x);
+DCNV3_INLINE void scatter_and_products(const acc_t* go, const scalar_t* const src[4],
+                                       acc_t* const dst[4], const acc_t mw[4], int& c, int gc,
+                                       Vec<acc_t, N> prod[4]) {
+  for (; c + N <= gc; c += N) {
+    const Vec<acc_t, N> g = load<N, acc_t>(go + c);
+    for (int k = 0; k < 4; ++k) {
+      prod[k] += g * load<N, acc_t>(src[k] + c);
+      // Two clamped corners may share a pixel: load after the previous store, in order.
+      store<N>(dst[k] + c, load<N, acc_t>(dst[k] + c) + mw[k] * g);
+    }
+  }
+}
+
+// Gradients of <go, mask * sample> for a tap whose corner products are d[k] (lane-wise
+// vectors or scalars), given validity v[k]; see location_and_mask_grads.
+template <typename T, typename acc_t>
+DCNV3_INLINE void tap_grads(const T d[4], const acc_t v[4], const acc_t w[4], acc_t ly, acc_t lx,
+                            T& grad_y, T& grad_x, T& grad_m) {
+  const T e0 = v[0] * d[0], e1 = v[1] * d[1], e2 = v[2] * d[2], e3 = v[3] * d[3];
+  grad_x = (acc_t(1) - ly) * (e1 - e0) + ly * (e3 - e2);
+  grad_y = (acc_t(1) - lx) * (e2 - e0) + lx * (e3 - e1);
+  grad_m = w[0] * d[0] + w[1] * d[1] + w[2] * d[2] + w[3] * d[3];
 }
 
 template <typename acc_t>
@@ -384,33 +387,43 @@ DCNV3_INLINE void backward_range(
           const int e = (grp - g_begin) * P + p;
           const int64_t slot = slot_base + grp * P + p;
           const acc_t m = static_cast<acc_t>(a.mask[slot]);
-          Bilinear<acc_t> b;
-          b.ly = s.ly[e];
-          b.lx = s.lx[e];
-          acc_t d[4];
+          const scalar_t* src[4];
+          acc_t* dst[4];
+          acc_t w[4], v[4], mw[4];
           for (int k = 0; k < 4; ++k) {
-            b.weight[k] = s.weight[k * cap + e];
-            d[k] = 0;
-            if (s.valid[k * cap + e] == acc_t(0)) continue;
-            const scalar_t* src = image_g + s.element[k * cap + e];
-            acc_t* dst = grad_image_g + s.element[k * cap + e];
-            const acc_t mw = m * b.weight[k];
-            acc_t sum = 0;
-            constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
-            int c = 0;
-            for (; c + wide <= gc; c += wide) sum += dot_and_scatter_chunk<wide>(go, src, dst, mw, c);
-            if constexpr (narrow >= 2) {
-              for (; c + narrow <= gc; c += narrow)
-                sum += dot_and_scatter_chunk<narrow>(go, src, dst, mw, c);
-            }
-            for (; c < gc; ++c) {
-              sum += go[c] * static_cast<acc_t>(src[c]);
-              dst[c] += mw * go[c];
-            }
-            d[k] = sum;
+            src[k] = image_g + s.element[k * cap + e];
+            dst[k] = grad_image_g + s.element[k * cap + e];
+            w[k] = s.weight[k * cap + e];
+            v[k] = s.valid[k * cap + e];
+            mw[k] = m * w[k];
           }
-          acc_t grad_y, grad_x, grad_m;
-          location_and_mask_grads(b, d, m, grad_y, grad_x, grad_m);
+          // Branch-free over the corners (an invalid one has weight 0 and a clamped
+          // pixel); products stay vectors until three final reductions.
+          constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
+          int c = 0;
+          Vec<acc_t, wide> prod[4] = {};
+          scatter_and_products<wide>(go, src, dst, mw, c, gc, prod);
+          Vec<acc_t, wide> vy, vx, vm;
+          tap_grads(prod, v, w, s.ly[e], s.lx[e], vy, vx, vm);
+          acc_t grad_y = horizontal_sum<wide, acc_t>(vy), grad_x = horizontal_sum<wide, acc_t>(vx);
+          acc_t grad_m = horizontal_sum<wide, acc_t>(vm);
+          acc_t rest[4] = {0, 0, 0, 0};  // products of the channels past the wide chunks
+          if constexpr (narrow >= 2) {
+            Vec<acc_t, narrow> prod_narrow[4] = {};
+            scatter_and_products<narrow>(go, src, dst, mw, c, gc, prod_narrow);
+            for (int k = 0; k < 4; ++k) rest[k] = horizontal_sum<narrow, acc_t>(prod_narrow[k]);
+          }
+          for (; c < gc; ++c) {
+            for (int k = 0; k < 4; ++k) {
+              rest[k] += go[c] * static_cast<acc_t>(src[k][c]);
+              dst[k][c] += mw[k] * go[c];
+            }
+          }
+          acc_t ry, rx, rm;
+          tap_grads(rest, v, w, s.ly[e], s.lx[e], ry, rx, rm);
+          grad_y = m * (grad_y + ry);
+          grad_x = m * (grad_x + rx);
+          grad_m += rm;
           a.grad_offset[2 * slot] = static_cast<scalar_t>(grad_x * scale);
           a.grad_offset[2 * slot + 1] = static_cast<scalar_t>(grad_y * scale);
           a.grad_mask[slot] = static_cast<scalar_t>(grad_m);
@@ -467,18 +480,20 @@ __attribute__((flatten)) void backward_default(const BackwardArgs<scalar_t>& a, 
   backward_range<scalar_t, 16>(a, begin, end, scratch);
 }
 
-// The best ISA of this CPU, or the one DCNV3_CPU_ISA names (never one the CPU lacks).
+// AVX2 unless DCNV3_CPU_ISA names another one this CPU has. AVX-512 measured no faster
+// here (Zen 4: the kernels are bound by gathers and latency, not vector width), and
+// 32-byte vectors suit the common group widths (16, 32 channels) well.
 Isa active_isa() {
-  static const Isa best = detect_isa();
+  static const Isa supported = detect_isa();
   const char* forced = std::getenv("DCNV3_CPU_ISA");
-  if (forced == nullptr || *forced == '\0') return best;
+  if (forced == nullptr || *forced == '\0') return std::min(supported, Isa::kAvx2);
   const std::string name(forced);
   Isa want;
   if (name == "default") want = Isa::kDefault;
   else if (name == "avx2") want = Isa::kAvx2;
   else if (name == "avx512") want = Isa::kAvx512;
   else TORCH_CHECK(false, "DCNV3_CPU_ISA must be default, avx2 or avx512, got '", name, "'");
-  TORCH_CHECK(static_cast<int>(want) <= static_cast<int>(best), "DCNV3_CPU_ISA=", name,
+  TORCH_CHECK(static_cast<int>(want) <= static_cast<int>(supported), "DCNV3_CPU_ISA=", name,
               " is not supported by this CPU");
   return want;
 }
