@@ -2,6 +2,10 @@
 // autograd, fake (meta) kernels and the ONNX symbolic are registered from Python
 // (ops_dcnv3/ops.py), beside the thin wrapper.
 #include <Python.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "dcnv3.h"
@@ -63,6 +67,45 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
   g.remove_center = remove_center;
   g.offset_scale = offset_scale;
   return g;
+}
+
+ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& offset,
+                            const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS) {
+  ForwardCall call;
+  call.g = make_geometry(input, offset, mask, DCNV3_GEOMETRY_ARGS);
+  call.batch = input.size(0);
+  call.input = input.contiguous();
+  call.offset = offset.contiguous();
+  call.mask = mask.contiguous();
+  call.output = at::empty({call.batch, call.g.out_height, call.g.out_width, call.g.channels},
+                          call.input.options());
+  return call;
+}
+
+BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& offset, const at::Tensor& mask,
+                              DCNV3_GEOMETRY_PARAMS) {
+  BackwardCall call;
+  call.g = make_geometry(input, offset, mask, DCNV3_GEOMETRY_ARGS);
+  call.batch = input.size(0);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({call.batch, call.g.out_height,
+                                                      call.g.out_width, call.g.channels}),
+              "dcnv3_backward: grad_output has shape ", grad_output.sizes());
+  TORCH_CHECK(grad_output.device() == input.device(),
+              "dcnv3_backward: grad_output must be on the input's device");
+  call.grad_output = grad_output.to(input.scalar_type()).contiguous();
+  call.input = input.contiguous();
+  call.offset = offset.contiguous();
+  call.mask = mask.contiguous();
+  const auto acc_dtype = at::toOpMathType(input.scalar_type());
+  call.grad_input = at::zeros(input.sizes(), call.input.options().dtype(acc_dtype));
+  call.grad_offset = at::empty_like(call.offset);
+  call.grad_mask = at::empty_like(call.mask);
+  return call;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> BackwardCall::gradients() const {
+  return {grad_input.to(input.scalar_type()), grad_offset, grad_mask};
 }
 
 }  // namespace dcnv3

@@ -73,11 +73,15 @@ def test_unknown_isa_is_an_error(monkeypatch):
         Case().kernel_call(x, offset, mask)
 
 
+@pytest.mark.parametrize("isa", ["default", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
-def test_half_precision(dtype):
+def test_half_precision(dtype, isa, cpu_isas, monkeypatch):
     """Half types accumulate in float32: compare with the float32 kernel on the same
     values (same sampling locations, so only rounding differs) and the reference."""
-    case = Case(group=2, group_channels=16)
+    if isa not in cpu_isas:
+        pytest.skip(f"this CPU has no {isa}")
+    monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+    case = Case(group=3, group_channels=21)  # wide, narrow and scalar channel steps
     x, offset, mask = case.inputs(dtype)
     x32, offset32, mask32 = (t.detach().float().requires_grad_() for t in (x, offset, mask))
     out = case.kernel_call(x, offset, mask)

@@ -12,10 +12,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros.h>
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
@@ -545,70 +541,48 @@ int groups_per_task(const Geometry& g, int64_t batch) {
 }
 
 // ---------------------------------------------------------------- ATen entry points
-at::Tensor dcnv3_forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
-                             const at::Tensor& mask_, int64_t kernel_h, int64_t kernel_w,
-                             int64_t stride_h, int64_t stride_w, int64_t pad_h,
-                             int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
-                             int64_t group, int64_t group_channels, double offset_scale,
-                             int64_t im2col_step, bool remove_center) {
-  const Geometry g = make_geometry(input_, offset_, mask_, DCNV3_GEOMETRY_ARGS);
-  if (input_.scalar_type() == at::kHalf) {  // no fast half path on CPU: go through float
-    return dcnv3_forward_cpu(input_.to(at::kFloat), offset_.to(at::kFloat), mask_.to(at::kFloat),
+at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset,
+                             const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS) {
+  if (input.scalar_type() == at::kHalf) {  // no fast half path on CPU: go through float
+    return dcnv3_forward_cpu(input.to(at::kFloat), offset.to(at::kFloat), mask.to(at::kFloat),
                              DCNV3_GEOMETRY_ARGS)
         .to(at::kHalf);
   }
-  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous(),
-                   mask = mask_.contiguous();
-  const int64_t batch = input.size(0);
-  at::Tensor output =
-      at::empty({batch, g.out_height, g.out_width, g.channels}, input.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "dcnv3_forward_cpu", [&] {
-    const TapTable<at::opmath_type<scalar_t>> taps(g);
-    const ForwardArgs<scalar_t> args{input.const_data_ptr<scalar_t>(),
-                                     offset.const_data_ptr<scalar_t>(),
-                                     mask.const_data_ptr<scalar_t>(),
-                                     output.mutable_data_ptr<scalar_t>(), g,
-                                     int64_t(g.out_height) * g.out_width, &taps};
-    run_forward(args, batch * args.pixels);
+  ForwardCall call = prepare_forward(input, offset, mask, DCNV3_GEOMETRY_ARGS);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, call.input.scalar_type(), "dcnv3_forward_cpu", [&] {
+    const TapTable<at::opmath_type<scalar_t>> taps(call.g);
+    const ForwardArgs<scalar_t> args{call.input.const_data_ptr<scalar_t>(),
+                                     call.offset.const_data_ptr<scalar_t>(),
+                                     call.mask.const_data_ptr<scalar_t>(),
+                                     call.output.mutable_data_ptr<scalar_t>(), call.g,
+                                     int64_t(call.g.out_height) * call.g.out_width, &taps};
+    run_forward(args, call.batch * args.pixels);
   });
-  return output;
+  return call.output;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
-    const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& offset_,
-    const at::Tensor& mask_, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
-    int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
-    int64_t group, int64_t group_channels, double offset_scale, int64_t im2col_step,
-    bool remove_center) {
-  const Geometry g = make_geometry(input_, offset_, mask_, DCNV3_GEOMETRY_ARGS);
-  const int64_t batch = input_.size(0);
-  TORCH_CHECK(grad_output_.sizes() ==
-                  at::IntArrayRef({batch, g.out_height, g.out_width, g.channels}),
-              "dcnv3_backward: grad_output has shape ", grad_output_.sizes());
-  if (input_.scalar_type() == at::kHalf) {
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& offset,
+    const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS) {
+  if (input.scalar_type() == at::kHalf) {
     auto [gi, go, gm] = dcnv3_backward_cpu(
-        grad_output_.to(at::kFloat), input_.to(at::kFloat), offset_.to(at::kFloat),
-        mask_.to(at::kFloat), DCNV3_GEOMETRY_ARGS);
+        grad_output.to(at::kFloat), input.to(at::kFloat), offset.to(at::kFloat),
+        mask.to(at::kFloat), DCNV3_GEOMETRY_ARGS);
     return {gi.to(at::kHalf), go.to(at::kHalf), gm.to(at::kHalf)};
   }
-  const at::Tensor grad_output = grad_output_.to(input_.scalar_type()).contiguous();
-  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous(),
-                   mask = mask_.contiguous();
-  const auto acc_dtype = at::toOpMathType(input.scalar_type());
-  at::Tensor grad_input = at::zeros(input.sizes(), input.options().dtype(acc_dtype));
-  at::Tensor grad_offset = at::empty_like(offset);
-  at::Tensor grad_mask = at::empty_like(mask);
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input.scalar_type(), "dcnv3_backward_cpu", [&] {
+  BackwardCall call = prepare_backward(grad_output, input, offset, mask, DCNV3_GEOMETRY_ARGS);
+  const Geometry& g = call.g;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, call.input.scalar_type(), "dcnv3_backward_cpu", [&] {
     const TapTable<at::opmath_type<scalar_t>> taps(g);
     const BackwardArgs<scalar_t> args{
-        grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
-        offset.const_data_ptr<scalar_t>(), mask.const_data_ptr<scalar_t>(),
-        grad_input.mutable_data_ptr<at::opmath_type<scalar_t>>(),
-        grad_offset.mutable_data_ptr<scalar_t>(), grad_mask.mutable_data_ptr<scalar_t>(), g,
-        int64_t(g.out_height) * g.out_width, &taps, groups_per_task(g, batch)};
-    run_backward(args, batch * ((g.group + args.groups_per_task - 1) / args.groups_per_task));
+        call.grad_output.const_data_ptr<scalar_t>(), call.input.const_data_ptr<scalar_t>(),
+        call.offset.const_data_ptr<scalar_t>(), call.mask.const_data_ptr<scalar_t>(),
+        call.grad_input.mutable_data_ptr<at::opmath_type<scalar_t>>(),
+        call.grad_offset.mutable_data_ptr<scalar_t>(), call.grad_mask.mutable_data_ptr<scalar_t>(),
+        g, int64_t(g.out_height) * g.out_width, &taps, groups_per_task(g, call.batch)};
+    run_backward(args, call.batch * ((g.group + args.groups_per_task - 1) / args.groups_per_task));
   });
-  return {grad_input.to(input.scalar_type()), grad_offset, grad_mask};
+  return call.gradients();
 }
 
 }  // namespace
