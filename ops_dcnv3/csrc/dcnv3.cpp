@@ -13,11 +13,7 @@
 namespace dcnv3 {
 
 Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
-                       const at::Tensor& mask, int64_t kernel_h, int64_t kernel_w,
-                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-                       int64_t dilation_h, int64_t dilation_w, int64_t group,
-                       int64_t group_channels, double offset_scale, int64_t im2col_step,
-                       bool remove_center) {
+                       const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS) {
   TORCH_CHECK(input.dim() == 4, "dcnv3: input must be (N, H, W, C), got ", input.sizes());
   TORCH_CHECK(kernel_h >= 1 && kernel_w >= 1 && stride_h >= 1 && stride_w >= 1 &&
                   dilation_h >= 1 && dilation_w >= 1 && pad_h >= 0 && pad_w >= 0 &&

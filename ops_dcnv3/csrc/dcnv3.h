@@ -13,16 +13,17 @@
   kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group, \
       group_channels, offset_scale, im2col_step, remove_center
 
+#define DCNV3_GEOMETRY_PARAMS                                                                 \
+  int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,      \
+      int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,                   \
+      int64_t group_channels, double offset_scale, int64_t im2col_step, bool remove_center
+
 namespace dcnv3 {
 
 // Checks that make a kernel memory-safe (the Python wrapper gives friendlier errors
 // first; these guard direct torch.ops calls) and returns the call's geometry.
 Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
-                       const at::Tensor& mask, int64_t kernel_h, int64_t kernel_w,
-                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-                       int64_t dilation_h, int64_t dilation_w, int64_t group,
-                       int64_t group_channels, double offset_scale, int64_t im2col_step,
-                       bool remove_center);
+                       const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS);
 
 // One forward call, ready for a backend: checked geometry, contiguous operands and the
 // output to fill.
@@ -41,11 +42,6 @@ struct BackwardCall {
   // grad_input back in the input's dtype, with the other two gradients.
   std::tuple<at::Tensor, at::Tensor, at::Tensor> gradients() const;
 };
-
-#define DCNV3_GEOMETRY_PARAMS                                                                 \
-  int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,      \
-      int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,                   \
-      int64_t group_channels, double offset_scale, int64_t im2col_step, bool remove_center
 
 ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& offset,
                             const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS);
