@@ -1,0 +1,28 @@
+"""InternImage models: the backbone definition, named variants and ``build_model``."""
+
+from __future__ import annotations
+
+from yacs.config import CfgNode
+
+from .intern_image import InternImage
+from .variants import VARIANTS
+
+
+def build_model(config: CfgNode) -> InternImage:
+    """The model a yacs config describes (MODEL.TYPE 'intern_image')."""
+    model_type = config.MODEL.TYPE
+    if model_type != "intern_image":
+        raise ValueError(f"MODEL.TYPE must be 'intern_image', got {model_type!r}")
+    c = config.MODEL.INTERN_IMAGE
+    return InternImage(
+        core_op=c.CORE_OP, channels=c.CHANNELS, depths=c.DEPTHS, groups=c.GROUPS,
+        num_classes=config.MODEL.NUM_CLASSES, mlp_ratio=c.MLP_RATIO, drop_rate=config.MODEL.DROP_RATE,
+        drop_path_rate=config.MODEL.DROP_PATH_RATE, drop_path_type=config.MODEL.DROP_PATH_TYPE,
+        layer_scale=c.LAYER_SCALE, offset_scale=c.OFFSET_SCALE, post_norm=c.POST_NORM,
+        with_cp=config.TRAIN.USE_CHECKPOINT, dw_kernel_size=c.DW_KERNEL_SIZE,
+        use_clip_projector=c.USE_CLIP_PROJECTOR, level2_post_norm=c.LEVEL2_POST_NORM,
+        level2_post_norm_block_ids=c.LEVEL2_POST_NORM_BLOCK_IDS, res_post_norm=c.RES_POST_NORM,
+        center_feature_scale=c.CENTER_FEATURE_SCALE, remove_center=c.REMOVE_CENTER)
+
+
+__all__ = ["VARIANTS", "InternImage", "build_model"]
