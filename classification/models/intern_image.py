@@ -16,6 +16,7 @@ from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
+from ops_dcnv3.modules.layers import linear
 
 CORE_OPS = {"DCNv3": DCNv3, "DCNv3_pytorch": DCNv3_pytorch}
 
@@ -61,7 +62,11 @@ class MLPLayer(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        if isinstance(self.act, nn.GELU) and self.act.approximate == "none":
+            x = linear(x, self.fc1, gelu=True)  # fused on CPU inference
+        else:
+            x = self.act(self.fc1(x))
+        return self.drop(linear(self.drop(x), self.fc2))
 
 
 class InternImageLayer(nn.Module):

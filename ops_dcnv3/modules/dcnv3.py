@@ -12,7 +12,7 @@ from torch import nn
 
 from ..ops import dcnv3
 from ..reference import dcnv3_core_pytorch
-from .layers import build_act_layer, build_norm_layer
+from .layers import build_act_layer, build_norm_layer, linear
 
 IM2COL_STEP = 256
 
@@ -80,11 +80,10 @@ class _DCNv3Base(nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """input: (N, H, W, C) -> (N, H', W', C)."""
         n, h, w, _ = input.shape
-        value = self.input_proj(input)
+        value = linear(input, self.input_proj)
         query = self.dw_conv(input.permute(0, 3, 1, 2))
-        offset = self.offset(query)
-        mask = F.softmax(self.mask(query).reshape(n, h, w, self.group, -1), dim=-1)
-        mask = mask.reshape(n, h, w, -1).to(value.dtype)
+        offset = linear(query, self.offset)
+        mask = self._mask_softmax(query).reshape(n, h, w, -1).to(value.dtype)
         k = self.kernel_size
         out = type(self).core(
             value, offset.to(value.dtype), mask, k, k, self.stride, self.stride, self.pad, self.pad,
@@ -95,7 +94,21 @@ class _DCNv3Base(nn.Module):
                                            self.center_feature_scale_proj_bias))
             scale = scale.repeat_interleave(self.group_channels, dim=-1)
             out = out * (1 - scale) + value * scale
-        return self.output_proj(out)
+        return linear(out, self.output_proj)
+
+    def _mask_softmax(self, query: torch.Tensor) -> torch.Tensor:
+        """softmax(mask(query)) over each group's points, as (N*H*W, group*P).
+
+        Computed transposed, (group, P, pixels), so the softmax runs over an outer
+        dimension with the long pixel axis innermost; over the 9-long innermost axis of
+        the natural layout it is several times slower."""
+        weight, bias = self.mask.weight, self.mask.bias
+        pixels = query.reshape(-1, query.shape[-1])
+        logits = torch.matmul(weight, pixels.t()).add_(bias.unsqueeze(1)) if not torch.is_grad_enabled() \
+            else torch.matmul(weight, pixels.t()) + bias.unsqueeze(1)
+        points = weight.shape[0] // self.group
+        mask = logits.view(self.group, points, -1).softmax(dim=1)
+        return mask.view(self.group * points, -1).t()
 
 
 class DCNv3(_DCNv3Base):

@@ -3,6 +3,8 @@ norm/activation builders whose Sequential wrapping fixes checkpoint parameter pa
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -49,3 +51,27 @@ def build_act_layer(act_layer: str) -> nn.Module:
     if act_layer == "GELU":
         return nn.GELU()
     raise ValueError(f"act_layer must be 'ReLU', 'SiLU' or 'GELU', got {act_layer!r}")
+
+
+def _onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_ONEDNN_LINEAR = _onednn_linear_available()
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)`` (then exact GELU when ``gelu``). On CPU float32 inference it runs one
+    oneDNN call with bias and GELU fused: ATen's addmm first copies the broadcast bias
+    into its output and GELU is another pass over the activations, which together cost
+    more than the matrix product itself on small-channel layers. Training, tracing,
+    export and other devices/dtypes take the plain path."""
+    if (_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()):
+        shape = x.shape
+        out = torch.ops.mkldnn._linear_pointwise(
+            x.reshape(-1, shape[-1]), layer.weight, layer.bias, "gelu" if gelu else "none", [], "none")
+        return out.view(*shape[:-1], out.shape[-1])
+    out = F.linear(x, layer.weight, layer.bias)
+    return F.gelu(out) if gelu else out

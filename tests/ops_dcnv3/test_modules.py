@@ -134,3 +134,21 @@ def test_missing_extension_falls_back_with_one_warning(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "fallback ok" in result.stdout
+
+
+def test_inference_fast_path_matches_autograd_path():
+    """Without grad, CPU float32 linears run fused in oneDNN (bias, GELU) and the mask
+    softmax runs transposed; the result equals the autograd path's."""
+    from ops_dcnv3.modules.layers import linear
+
+    module = DCNv3(channels=32, group=4, center_feature_scale=True)
+    _randomise(module)
+    x = torch.randn(2, 7, 9, 32)
+    with torch.no_grad():
+        fast = module(x)
+    torch.testing.assert_close(fast, module(x), atol=1e-5, rtol=1e-5)
+    layer = torch.nn.Linear(32, 48)
+    with torch.no_grad():
+        fused = linear(x, layer, gelu=True)
+    torch.testing.assert_close(fused, torch.nn.functional.gelu(layer(x)), atol=1e-5, rtol=1e-5)
+    assert fused.shape == (2, 7, 9, 48)
