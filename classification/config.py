@@ -106,6 +106,7 @@ def get_default_config() -> CN:
     c.AUG.MIXUP_SWITCH_PROB = 0.5
     c.AUG.MIXUP_MODE = "batch"
     c.AUG.RANDOM_RESIZED_CROP = False
+    c.AUG.HFLIP = 0.5  # horizontal-flip probability of the training transform
     c.AUG.MEAN = IMAGENET_MEAN
     c.AUG.STD = IMAGENET_STD
 

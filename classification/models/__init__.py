@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from yacs.config import CfgNode
 
+from . import registry  # noqa: F401  (registers the published names with timm)
+from .checkpoint import LoadReport, load_pretrained, read_state_dict, strip_prefix
 from .intern_image import InternImage
 from .variants import VARIANTS
 
@@ -25,4 +27,5 @@ def build_model(config: CfgNode) -> InternImage:
         center_feature_scale=c.CENTER_FEATURE_SCALE, remove_center=c.REMOVE_CENTER)
 
 
-__all__ = ["VARIANTS", "InternImage", "build_model"]
+__all__ = ["VARIANTS", "InternImage", "LoadReport", "build_model", "load_pretrained", "read_state_dict",
+           "strip_prefix"]
