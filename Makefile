@@ -8,12 +8,14 @@ PY := $(abspath $(VENV))/bin/python
 bootstrap:
 	@VENV="$(abspath $(VENV))" tools/bootstrap.sh
 
-# Main job. Until the classification trainer lands, it is the operator benchmark.
+# Main job: InternImage trained on scikit-learn's real digits with the real trainer.
 demo: bootstrap
-	$(PY) -m ops_dcnv3.benchmark
+	$(PY) -m classification.demo_digits
 
+# Benchmarks: DCNv3 kernels vs the reference; InternImage-T vs ConvNeXt-T.
 bench: bootstrap
 	$(PY) -m ops_dcnv3.benchmark
+	$(PY) -m classification.benchmark
 
 # pytest exit code 5 means "collected nothing": say so instead of failing obscurely.
 test: bootstrap

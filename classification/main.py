@@ -1,0 +1,673 @@
+"""InternImage classification trainer.
+
+    python classification/main.py --cfg CONFIG.yaml --data-path DIR [flags]       # one process
+    torchrun --nproc_per_node N classification/main.py --cfg CONFIG.yaml ...     # DDP
+
+Also callable in-process: ``main(["--cfg", ..., ...])`` returns the final metrics."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Runnable as a script from anywhere: the repository root must be importable, and this
+# folder must not be (its `data`, `utils`, `config` would shadow top-level modules).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE or p == ""]
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import pickle  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy  # noqa: E402
+from timm.utils import ModelEmaV3, accuracy  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+from yacs.config import CfgNode  # noqa: E402
+
+from classification.config import get_config  # noqa: E402
+from classification.data import build_loader  # noqa: E402
+from classification.lr_scheduler import build_scheduler  # noqa: E402
+from classification.models import build_model  # noqa: E402
+from classification.optimizer import build_optimizer, freeze_backbone  # noqa: E402
+from classification.utils import (  # noqa: E402
+    BEST_NAME,
+    EMA_BEST_NAME,
+    MetricsLogger,
+    all_reduce_sum,
+    atomic_save,
+    barrier,
+    build_state,
+    close_logger,
+    create_logger,
+    init_distributed,
+    load_checkpoint_file,
+    load_latest_valid,
+    plot_curves,
+    remove_stale_temp_files,
+    resume_training,
+    save_epoch_checkpoint,
+)
+
+AMP_LEVELS = ("", "O0", "O1", "O2")
+AMP_TYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("InternImage training and evaluation", add_help=True)
+    p.add_argument("--cfg", type=str, metavar="FILE", help="path to a config yaml")
+    p.add_argument(
+        "--opts",
+        nargs="+",
+        default=None,
+        metavar="KEY VALUE",
+        help="override config keys: KEY VALUE pairs, e.g. TRAIN.EPOCHS 10",
+    )
+    p.add_argument("--batch-size", type=int, help="batch size per process")
+    p.add_argument("--dataset", type=str, help="imagenet | imagenet22K | inat18")
+    p.add_argument("--data-path", type=str, help="dataset root")
+    p.add_argument("--zip", action="store_true", help="read images from train.zip / val.zip")
+    p.add_argument(
+        "--cache-mode",
+        type=str,
+        choices=["no", "full", "part"],
+        help="zip caching mode (accepted for compatibility)",
+    )
+    p.add_argument("--pretrained", type=str, help="initial weights (fine-tuning)")
+    p.add_argument("--resume", type=str, help="training checkpoint to resume from")
+    p.add_argument("--accumulation-steps", type=int, help="gradient accumulation steps")
+    p.add_argument("--use-checkpoint", action="store_true", help="gradient checkpointing to save memory")
+    p.add_argument(
+        "--amp-opt-level",
+        type=str,
+        choices=list(AMP_LEVELS[1:]),
+        help="mixed precision: O0 off, O1/O2 autocast in AMP_TYPE",
+    )
+    p.add_argument("--output", type=str, metavar="PATH", help="root of output folders")
+    p.add_argument("--tag", type=str, help="experiment tag (output sub-folder)")
+    p.add_argument("--eval", action="store_true", help="only evaluate")
+    p.add_argument("--throughput", action="store_true", help="only measure throughput")
+    p.add_argument("--save-ckpt-num", type=int, help="number of epoch checkpoints kept")
+    p.add_argument("--epochs", type=int, help="TRAIN.EPOCHS")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers per process")
+    # Old launchers pass --local_rank; torchrun sets LOCAL_RANK instead.
+    p.add_argument(
+        "--local-rank", "--local_rank", dest="local_rank", type=int, default=None, help=argparse.SUPPRESS
+    )
+    return p
+
+
+def check_config(config: CfgNode) -> None:
+    """Clear errors for settings the trainer cannot run with."""
+    problems = []
+    if config.AMP_OPT_LEVEL not in AMP_LEVELS:
+        problems.append(f"AMP_OPT_LEVEL must be one of {AMP_LEVELS}, got {config.AMP_OPT_LEVEL!r}")
+    if config.AMP_TYPE not in AMP_TYPES:
+        problems.append(f"AMP_TYPE must be one of {sorted(AMP_TYPES)}, got {config.AMP_TYPE!r}")
+    for key, value, low in (
+        ("TRAIN.EPOCHS", config.TRAIN.EPOCHS, 1),
+        ("TRAIN.ACCUMULATION_STEPS", config.TRAIN.ACCUMULATION_STEPS, 1),
+        ("DATA.BATCH_SIZE", config.DATA.BATCH_SIZE, 1),
+        ("MODEL.NUM_CLASSES", config.MODEL.NUM_CLASSES, 1),
+        ("PRINT_FREQ", config.PRINT_FREQ, 1),
+        ("SAVE_FREQ", config.SAVE_FREQ, 1),
+        ("EVAL_FREQ", config.EVAL_FREQ, 1),
+        ("TRAIN.WARMUP_EPOCHS", config.TRAIN.WARMUP_EPOCHS, 0),
+        ("DATA.NUM_WORKERS", config.DATA.NUM_WORKERS, 0),
+    ):
+        if not isinstance(value, (int, float)) or value < low:
+            problems.append(f"{key} must be >= {low}, got {value!r}")
+    if config.TRAIN.START_EPOCH < 0:
+        problems.append(f"TRAIN.START_EPOCH must be >= 0, got {config.TRAIN.START_EPOCH}")
+    if config.TRAIN.CLIP_GRAD is not None and config.TRAIN.CLIP_GRAD < 0:
+        problems.append(f"TRAIN.CLIP_GRAD must be >= 0 or None, got {config.TRAIN.CLIP_GRAD}")
+    if problems:
+        raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def scale_learning_rates(config: CfgNode, world_size: int) -> None:
+    """Linear scaling: the config's lrs are per 512 images of total batch."""
+    factor = config.DATA.BATCH_SIZE * world_size * config.TRAIN.ACCUMULATION_STEPS / 512.0
+    config.defrost()
+    config.TRAIN.BASE_LR *= factor
+    config.TRAIN.WARMUP_LR *= factor
+    config.TRAIN.MIN_LR *= factor
+    config.freeze()
+
+
+def _config_to_dict(node):
+    if isinstance(node, CfgNode):
+        return {k: _config_to_dict(v) for k, v in node.items()}
+    if isinstance(node, tuple):
+        return list(node)
+    return node
+
+
+def dump_config(config: CfgNode, folder: str) -> None:
+    atomic_text(os.path.join(folder, "config.yaml"), config.dump())
+    atomic_text(
+        os.path.join(folder, "config.json"), json.dumps(_config_to_dict(config), indent=2, default=str)
+    )
+
+
+def atomic_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- pieces
+def build_criterion(config: CfgNode, mixup_fn) -> nn.Module:
+    """Soft-target CE with mixup/cutmix, label-smoothing CE otherwise, plain CE when both are off."""
+    if mixup_fn is not None:
+        return SoftTargetCrossEntropy()
+    if config.MODEL.LABEL_SMOOTHING > 0:
+        return LabelSmoothingCrossEntropy(smoothing=config.MODEL.LABEL_SMOOTHING)
+    return nn.CrossEntropyLoss()
+
+
+class Amp:
+    """Autocast settings: bf16 on CPU (fp16 autocast there is slow and needs no scaler),
+    fp16 with a GradScaler or bf16 without one on GPU."""
+
+    def __init__(self, config: CfgNode, device: torch.device):
+        self.enabled = config.AMP_OPT_LEVEL not in ("", "O0")
+        self.device_type = device.type
+        self.dtype = AMP_TYPES[config.AMP_TYPE] if device.type == "cuda" else torch.bfloat16
+        self.scaler = (
+            torch.amp.GradScaler("cuda")
+            if self.enabled and device.type == "cuda" and self.dtype == torch.float16
+            else None
+        )
+
+    def autocast(self):
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def optimizer_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, amp: Amp, clip_grad: float | None
+) -> float:
+    """Unscales, clips (when CLIP_GRAD is set) and applies the accumulated gradients; returns
+    the total gradient norm before clipping."""
+    if amp.scaler is not None:
+        amp.scaler.unscale_(optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    max_norm = clip_grad if clip_grad else float("inf")  # inf: measure without clipping
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
+    if amp.scaler is not None:
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+    else:
+        optimizer.step()
+    return float(grad_norm)
+
+
+def train_one_epoch(
+    config: CfgNode,
+    model: nn.Module,
+    criterion: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    *,
+    mixup_fn=None,
+    lr_scheduler=None,
+    amp: Amp | None = None,
+    ema: ModelEmaV3 | None = None,
+    device: torch.device | None = None,
+    logger: logging.Logger | None = None,
+    metrics: MetricsLogger | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """One pass over ``loader``. Gradients of ACCUMULATION_STEPS batches are summed (DDP
+    all-reduces only on the last one) and applied in one update; the lr schedule steps after
+    each update. Returns {'train_loss', 'grad_norm', 'lr', 'updates', 'time'}."""
+    device = device or torch.device("cpu")
+    amp = amp or Amp(config, device)
+    accum = config.TRAIN.ACCUMULATION_STEPS
+    n_iters = len(loader)
+    updates_per_epoch = math.ceil(n_iters / accum)
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, loss_count, norms, start = 0.0, 0, [], time.time()
+    progress = tqdm(
+        loader,
+        total=n_iters,
+        desc=f"epoch {epoch}",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not show_progress,
+    )
+    for idx, (samples, targets) in enumerate(progress):
+        samples = samples.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        if mixup_fn is not None:
+            samples, targets = mixup_fn(samples, targets)
+        group_start = idx - idx % accum
+        group_size = min(accum, n_iters - group_start)  # the last group may be short
+        is_update = idx == group_start + group_size - 1
+        no_sync = isinstance(model, DistributedDataParallel) and not is_update
+        with model.no_sync() if no_sync else contextlib.nullcontext():
+            with amp.autocast():
+                outputs = model(samples)
+                loss = criterion(outputs, targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {idx}; stopping")
+            scaled = loss / group_size
+            (amp.scaler.scale(scaled) if amp.scaler is not None else scaled).backward()
+        if is_update:
+            norms.append(optimizer_step(model, optimizer, amp, config.TRAIN.CLIP_GRAD))
+            optimizer.zero_grad(set_to_none=True)
+            if lr_scheduler is not None:
+                lr_scheduler.step_update(epoch * updates_per_epoch + idx // accum + 1)
+            if ema is not None:
+                ema.update(_unwrap(model))
+        loss_sum += loss.item()
+        loss_count += 1
+        lr = max(group["lr"] for group in optimizer.param_groups)
+        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+        if logger is not None and (idx % config.PRINT_FREQ == 0 or idx == n_iters - 1):
+            grad_norm = norms[-1] if norms else float("nan")
+            logger.info(
+                f"Train: [{epoch}/{config.TRAIN.EPOCHS}][{idx}/{n_iters}] lr {lr:.6f} "
+                f"loss {loss.item():.4f} ({loss_sum / loss_count:.4f}) grad_norm {grad_norm:.4f}"
+            )
+            if metrics is not None:
+                metrics.log(
+                    "step",
+                    epoch * n_iters + idx,
+                    epoch=epoch,
+                    iter=idx,
+                    loss=loss.item(),
+                    lr=lr,
+                    grad_norm=grad_norm,
+                )
+    progress.close()
+    return {
+        "train_loss": loss_sum / max(loss_count, 1),
+        "grad_norm": float(np.mean(norms)) if norms else None,
+        "lr": max(group["lr"] for group in optimizer.param_groups),
+        "updates": len(norms),
+        "time": time.time() - start,
+    }
+
+
+@torch.no_grad()
+def validate(
+    config: CfgNode, loader: Iterable, model: nn.Module, device: torch.device, amp: Amp | None = None
+) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean CE loss over the whole validation set (exact
+    under DDP: each rank sees a disjoint shard and the counts are summed)."""
+    amp = amp or Amp(config, device)
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    maxk = min(5, config.MODEL.NUM_CLASSES)
+    correct1 = correct5 = loss_sum = count = 0.0
+    for images, targets in loader:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with amp.autocast():
+            outputs = model(images)
+        outputs = outputs.float()
+        acc1, acc5 = accuracy(outputs, targets, topk=(1, maxk))
+        batch = targets.shape[0]
+        correct1 += float(acc1) * batch / 100.0
+        correct5 += float(acc5) * batch / 100.0
+        loss_sum += float(criterion(outputs, targets))
+        count += batch
+    correct1, correct5, loss_sum, count = all_reduce_sum([correct1, correct5, loss_sum, count], device)
+    count = max(count, 1.0)
+    return {
+        "acc1": 100.0 * correct1 / count,
+        "acc5": 100.0 * correct5 / count,
+        "loss": loss_sum / count,
+        "count": int(count),
+    }
+
+
+@torch.no_grad()
+def throughput(
+    loader: Iterable,
+    model: nn.Module,
+    device: torch.device,
+    logger: logging.Logger,
+    warmup: int | None = None,
+    iters: int | None = None,
+) -> float:
+    """Images per second of the forward pass on one validation batch, after warm-up."""
+    model.eval()
+    images, _ = next(iter(loader))
+    images = images.to(device)
+    on_gpu = device.type == "cuda"
+    warmup = warmup if warmup is not None else (50 if on_gpu else 3)
+    iters = iters if iters is not None else (30 if on_gpu else 5)
+    for _ in range(warmup):
+        model(images)
+    if on_gpu:
+        torch.cuda.synchronize()
+    start = time.time()
+    for _ in range(iters):
+        model(images)
+    if on_gpu:
+        torch.cuda.synchronize()
+    value = iters * images.shape[0] / (time.time() - start)
+    logger.info(f"batch_size {images.shape[0]} throughput {value:.1f} images/s")
+    return value
+
+
+def _read_resume_file(path: str, logger: logging.Logger) -> dict:
+    """A user-named checkpoint; files pickled with other objects (old trainers) are re-read
+    with weights_only=False after a warning."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"resume checkpoint not found: {path}")
+    try:
+        return load_checkpoint_file(path)
+    except pickle.UnpicklingError:
+        logger.warning(
+            f"{path} holds non-tensor objects; loading with weights_only=False (trusted files only)"
+        )
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict:
+    """Runs training, --eval or --throughput as the command line says; returns the final
+    metrics (max_accuracy, acc1, acc5, epochs_run, output, ...)."""
+    args = build_parser().parse_args(argv)
+    rank, world_size, local_rank, initialised = init_distributed()
+    logger = None
+    try:
+        try:
+            config = get_config(args)
+        except AssertionError as error:  # yacs asserts on unknown --opts keys: say so plainly
+            raise KeyError(f"bad --opts: {error}") from None
+        check_config(config)
+        device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        seed_everything(config.SEED + rank)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        scale_learning_rates(config, world_size)
+        os.makedirs(config.OUTPUT, exist_ok=True)
+        logger = create_logger(config.OUTPUT, rank)
+        if rank == 0:
+            for path in remove_stale_temp_files(config.OUTPUT):
+                logger.info(f"removed a temp file left by a killed run: {path}")
+            dump_config(config, config.OUTPUT)
+        logger.info(f"output folder {config.OUTPUT}; world size {world_size}; device {device}")
+        return _run(config, device, rank, world_size, logger)
+    finally:
+        if logger is not None:
+            close_logger(logger)
+        if initialised and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logger: logging.Logger) -> dict:
+    only_eval = config.EVAL_MODE or config.THROUGHPUT_MODE
+    dataset_train, dataset_val, loader_train, loader_val, mixup_fn = build_loader(config, train=not only_eval)
+    logger.info(
+        f"val images: {len(dataset_val)}" + (f", train images: {len(dataset_train)}" if dataset_train else "")
+    )
+
+    model = build_model(config)
+    frozen = freeze_backbone(model, config.TRAIN.OPTIMIZER.FREEZE_BACKBONE)
+    if frozen:
+        logger.info(
+            f"froze {len(frozen)} parameters (FREEZE_BACKBONE {config.TRAIN.OPTIMIZER.FREEZE_BACKBONE})"
+        )
+    model.to(device)
+    amp = Amp(config, device)
+
+    # Which checkpoint to start from: when training, an existing checkpoint in the output
+    # folder wins (so re-running a killed job's command line continues it); for eval and
+    # throughput an explicit --resume wins.
+    checkpoint, checkpoint_path = None, None
+    if config.MODEL.RESUME and only_eval:
+        checkpoint_path, checkpoint = config.MODEL.RESUME, _read_resume_file(config.MODEL.RESUME, logger)
+    elif config.TRAIN.AUTO_RESUME and (found := load_latest_valid(config.OUTPUT, logger)) is not None:
+        checkpoint_path, checkpoint = found
+        if config.MODEL.RESUME and os.path.abspath(config.MODEL.RESUME) != os.path.abspath(checkpoint_path):
+            logger.warning(
+                f"auto-resume: {checkpoint_path} takes the place of --resume {config.MODEL.RESUME}"
+            )
+    elif config.MODEL.RESUME:
+        checkpoint_path, checkpoint = config.MODEL.RESUME, _read_resume_file(config.MODEL.RESUME, logger)
+
+    if checkpoint is None and config.MODEL.PRETRAINED:
+        from classification.models.checkpoint import load_pretrained  # written beside this trainer
+
+        load_pretrained(
+            model,
+            config.MODEL.PRETRAINED,
+            strict=True,
+            map22kto1k_path=config.DATA.MAP22KTO1K_PATH or None,
+            reinit_head=config.TRAIN.RAND_INIT_FT_HEAD,
+            logger=logger,
+        )
+        logger.info(f"loaded pretrained weights {config.MODEL.PRETRAINED}")
+
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info(f"model {config.MODEL.NAME}: {n_params / 1e6:.2f}M parameters")
+
+    if only_eval:
+        if checkpoint is not None:
+            resume_training(checkpoint, model=model)
+            logger.info(f"loaded weights from {checkpoint_path}")
+        elif not config.MODEL.PRETRAINED:
+            logger.warning("no --resume or --pretrained weights: evaluating a randomly initialised model")
+        result = {"output": config.OUTPUT, "epochs_run": 0}
+        if config.THROUGHPUT_MODE:
+            result["throughput"] = throughput(loader_val, model, device, logger)
+        if config.EVAL_MODE:
+            stats = validate(config, loader_val, model, device, amp)
+            logger.info(
+                f"Accuracy of the network on the {stats['count']} test images: "
+                f"top-1 {stats['acc1']:.2f}% top-5 {stats['acc5']:.2f}% (loss {stats['loss']:.4f})"
+            )
+            result.update(
+                acc1=stats["acc1"], acc5=stats["acc5"], val_loss=stats["loss"], max_accuracy=stats["acc1"]
+            )
+        return result
+
+    model_without_ddp = model
+    optimizer = build_optimizer(config, model_without_ddp)
+    updates_per_epoch = math.ceil(len(loader_train) / config.TRAIN.ACCUMULATION_STEPS)
+    lr_scheduler = build_scheduler(config, optimizer, updates_per_epoch)
+    ema = ModelEmaV3(model_without_ddp, decay=config.TRAIN.EMA.DECAY) if config.TRAIN.EMA.ENABLE else None
+    criterion = build_criterion(config, mixup_fn)
+
+    start_epoch, max_accuracy, max_accuracy_ema = config.TRAIN.START_EPOCH, 0.0, 0.0
+    if checkpoint is not None:
+        # The schedule is a pure function of the update count and this run's config (which
+        # may have changed, e.g. more epochs), so the stored scheduler state is not loaded.
+        info = resume_training(
+            checkpoint, model=model_without_ddp, optimizer=optimizer, scaler=amp.scaler, ema=ema
+        )
+        start_epoch = info["epoch"] + 1
+        lr_scheduler.step_update(start_epoch * updates_per_epoch)
+        max_accuracy, max_accuracy_ema = info["max_accuracy"], info["max_accuracy_ema"]
+        logger.info(
+            f"resumed from {checkpoint_path} (epoch {info['epoch']}, max accuracy {max_accuracy:.2f}%)"
+        )
+    del checkpoint
+
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    metrics = MetricsLogger(config.OUTPUT) if rank == 0 else None
+    last = {"acc1": None, "acc5": None, "train_loss": None}
+    epochs_run, show_progress = 0, rank == 0 and sys.stderr.isatty()
+    logger.info(
+        f"training epochs {start_epoch}..{config.TRAIN.EPOCHS - 1}, {updates_per_epoch} updates/epoch, "
+        f"base lr {config.TRAIN.BASE_LR:.3e}"
+    )
+    try:
+        for epoch in range(start_epoch, config.TRAIN.EPOCHS):
+            # Reseeding per epoch makes an epoch's augmentation (and worker seeds) the same
+            # whether the run went straight through or was resumed before it.
+            seed_everything(config.SEED + rank + 100_003 * epoch)
+            loader_train.sampler.set_epoch(epoch)
+            stats = train_one_epoch(
+                config,
+                model,
+                criterion,
+                loader_train,
+                optimizer,
+                epoch,
+                mixup_fn=mixup_fn,
+                lr_scheduler=lr_scheduler,
+                amp=amp,
+                ema=ema,
+                device=device,
+                logger=logger,
+                metrics=metrics,
+                show_progress=show_progress,
+            )
+            record = {"epoch": epoch, **stats}
+            last["train_loss"] = stats["train_loss"]
+            is_last = epoch == config.TRAIN.EPOCHS - 1
+            improved = improved_ema = False
+            if epoch % config.EVAL_FREQ == 0 or is_last:
+                val = validate(config, loader_val, model, device, amp)
+                improved = val["acc1"] > max_accuracy
+                max_accuracy = max(max_accuracy, val["acc1"])
+                last.update(acc1=val["acc1"], acc5=val["acc5"])
+                record.update(acc1=val["acc1"], acc5=val["acc5"], val_loss=val["loss"])
+                logger.info(
+                    f"Epoch {epoch}: top-1 {val['acc1']:.2f}% top-5 {val['acc5']:.2f}% "
+                    f"(max {max_accuracy:.2f}%), train loss {stats['train_loss']:.4f}"
+                )
+                if ema is not None:
+                    val_ema = validate(config, loader_val, ema.module, device, amp)
+                    improved_ema = val_ema["acc1"] > max_accuracy_ema
+                    max_accuracy_ema = max(max_accuracy_ema, val_ema["acc1"])
+                    record.update(ema_acc1=val_ema["acc1"], ema_acc5=val_ema["acc5"])
+                    logger.info(
+                        f"Epoch {epoch}: EMA top-1 {val_ema['acc1']:.2f}% (max {max_accuracy_ema:.2f}%)"
+                    )
+            record.update(max_accuracy=max_accuracy, max_accuracy_ema=max_accuracy_ema if ema else None)
+            if rank == 0:
+                # The record first: if the run dies before the checkpoint, the epoch is re-run
+                # and its record rewritten (readers keep the last one per epoch).
+                metrics.log("epoch", epoch, **record)
+                _save(
+                    config,
+                    epoch,
+                    is_last,
+                    improved,
+                    improved_ema,
+                    model_without_ddp,
+                    optimizer,
+                    lr_scheduler,
+                    amp,
+                    ema,
+                    max_accuracy,
+                    max_accuracy_ema,
+                    logger,
+                )
+            barrier()  # nobody starts the next epoch before the checkpoint is on disk
+            epochs_run += 1
+    finally:
+        if metrics is not None:
+            metrics.close()
+    if last["acc1"] is None:  # nothing left to train (resumed a finished run): report the model
+        val = validate(config, loader_val, model, device, amp)
+        last.update(acc1=val["acc1"], acc5=val["acc5"])
+        max_accuracy = max(max_accuracy, val["acc1"])
+    if rank == 0 and plot_curves(
+        os.path.join(config.OUTPUT, "metrics.jsonl"), os.path.join(config.OUTPUT, "curves.png")
+    ):
+        logger.info(f"curves written to {os.path.join(config.OUTPUT, 'curves.png')}")
+    logger.info(f"done: max accuracy {max_accuracy:.2f}%")
+    result = {
+        "max_accuracy": max_accuracy,
+        "acc1": last["acc1"],
+        "acc5": last["acc5"],
+        "train_loss": last["train_loss"],
+        "epochs_run": epochs_run,
+        "output": config.OUTPUT,
+    }
+    if ema is not None:
+        result["max_accuracy_ema"] = max_accuracy_ema
+    return result
+
+
+def _save(
+    config: CfgNode,
+    epoch: int,
+    is_last: bool,
+    improved: bool,
+    improved_ema: bool,
+    model: nn.Module,
+    optimizer,
+    lr_scheduler,
+    amp: Amp,
+    ema,
+    max_accuracy: float,
+    max_accuracy_ema: float,
+    logger: logging.Logger,
+) -> None:
+    """Best and EMA-best files, then the epoch checkpoint (every SAVE_FREQ epochs and the
+    last). The epoch checkpoint goes last because it is the commit point: a run killed
+    before it re-runs this epoch and rewrites everything."""
+    state = None
+    if epoch % config.SAVE_FREQ == 0 or is_last or improved:
+        state = build_state(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            scaler=amp.scaler,
+            ema=ema,
+            epoch=epoch,
+            max_accuracy=max_accuracy,
+            max_accuracy_ema=max_accuracy_ema,
+            config_yaml=config.dump(),
+        )
+    if improved:
+        atomic_save(state, os.path.join(config.OUTPUT, BEST_NAME))
+        logger.info(f"saved {BEST_NAME} (top-1 {max_accuracy:.2f}%)")
+    if improved_ema:
+        # The EMA weights stored as 'model', so --eval --resume reads them directly.
+        atomic_save(
+            {
+                "model": ema.module.state_dict(),
+                "epoch": epoch,
+                "max_accuracy": max_accuracy_ema,
+                "config": config.dump(),
+            },
+            os.path.join(config.OUTPUT, EMA_BEST_NAME),
+        )
+        logger.info(f"saved {EMA_BEST_NAME} (EMA top-1 {max_accuracy_ema:.2f}%)")
+    if epoch % config.SAVE_FREQ == 0 or is_last:
+        path = save_epoch_checkpoint(config.OUTPUT, epoch, state, config.SAVE_CKPT_NUM)
+        logger.info(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
