@@ -62,6 +62,10 @@ def get_default_config() -> CN:
     c.MODEL.INTERN_IMAGE.CENTER_FEATURE_SCALE = False
     c.MODEL.INTERN_IMAGE.REMOVE_CENTER = False
 
+    # MODEL.TYPE intern_image_meta: the metadata (location/date) embedding of InternImageMeta.
+    c.MODEL.META = CN()
+    c.MODEL.META.DIM = 0  # hidden width of the metadata MLP; 0 = the embedding width
+
     c.TRAIN = CN()
     c.TRAIN.START_EPOCH = 0
     c.TRAIN.EPOCHS = 300

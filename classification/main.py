@@ -41,7 +41,7 @@ from yacs.config import CfgNode  # noqa: E402
 from classification.config import get_config  # noqa: E402
 from classification.data import build_loader  # noqa: E402
 from classification.lr_scheduler import build_scheduler  # noqa: E402
-from classification.models import build_model  # noqa: E402
+from classification.models import build_model, is_meta_model  # noqa: E402
 from classification.optimizer import build_optimizer, freeze_backbone  # noqa: E402
 from classification.utils import (  # noqa: E402
     BEST_NAME,
@@ -211,6 +211,23 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(images, targets, meta): loaders yield (images, targets) or, for datasets with
+    per-image metadata (iNat18 location/date), (images, targets, meta)."""
+    if len(batch) == 3:
+        return batch[0], batch[1], batch[2]
+    images, targets = batch
+    return images, targets, None
+
+
+def forward_model(model: nn.Module, images: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+    """``model(images, meta)`` for models that take metadata (InternImageMeta), else
+    ``model(images)`` (metadata, if any, is ignored)."""
+    if meta is not None and is_meta_model(model):
+        return model(images, meta)
+    return model(images)
+
+
 def optimizer_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, amp: Amp, clip_grad: float | None
 ) -> float:
@@ -265,10 +282,13 @@ def train_one_epoch(
         dynamic_ncols=True,
         disable=not show_progress,
     )
-    for idx, (samples, targets) in enumerate(progress):
+    for idx, batch in enumerate(progress):
+        samples, targets, meta = split_batch(batch)
         samples = samples.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        if mixup_fn is not None:
+        if meta is not None:
+            meta = meta.to(device, non_blocking=True)
+        if mixup_fn is not None:  # mixes images and targets only; metadata stays per image
             samples, targets = mixup_fn(samples, targets)
         group_start = idx - idx % accum
         group_size = min(accum, n_iters - group_start)  # the last group may be short
@@ -276,7 +296,7 @@ def train_one_epoch(
         no_sync = isinstance(model, DistributedDataParallel) and not is_update
         with model.no_sync() if no_sync else contextlib.nullcontext():
             with amp.autocast():
-                outputs = model(samples)
+                outputs = forward_model(model, samples, meta)
                 loss = criterion(outputs, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {idx}; stopping")
@@ -330,10 +350,13 @@ def validate(
     criterion = nn.CrossEntropyLoss(reduction="sum")
     maxk = min(5, config.MODEL.NUM_CLASSES)
     correct1 = correct5 = loss_sum = count = 0.0
-    for images, targets in loader:
+    for batch in loader:
+        images, targets, meta = split_batch(batch)
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if meta is not None:
+            meta = meta.to(device, non_blocking=True)
         with amp.autocast():
-            outputs = model(images)
+            outputs = forward_model(model, images, meta)
         outputs = outputs.float()
         acc1, acc5 = accuracy(outputs, targets, topk=(1, maxk))
         batch = targets.shape[0]
@@ -362,18 +385,19 @@ def throughput(
 ) -> float:
     """Images per second of the forward pass on one validation batch, after warm-up."""
     model.eval()
-    images, _ = next(iter(loader))
+    images, _, meta = split_batch(next(iter(loader)))
     images = images.to(device)
+    meta = meta.to(device) if meta is not None else None
     on_gpu = device.type == "cuda"
     warmup = warmup if warmup is not None else (50 if on_gpu else 3)
     iters = iters if iters is not None else (30 if on_gpu else 5)
     for _ in range(warmup):
-        model(images)
+        forward_model(model, images, meta)
     if on_gpu:
         torch.cuda.synchronize()
     start = time.time()
     for _ in range(iters):
-        model(images)
+        forward_model(model, images, meta)
     if on_gpu:
         torch.cuda.synchronize()
     value = iters * images.shape[0] / (time.time() - start)
@@ -461,8 +485,10 @@ def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logg
 
     if checkpoint is None and config.MODEL.PRETRAINED:
         from classification.models.checkpoint import load_pretrained  # written beside this trainer
+        from classification.models.intern_image_meta import load_pretrained_meta
 
-        load_pretrained(
+        # a metadata model also loads a plain InternImage checkpoint (its meta_* tensors stay fresh)
+        (load_pretrained_meta if is_meta_model(model) else load_pretrained)(
             model,
             config.MODEL.PRETRAINED,
             strict=True,

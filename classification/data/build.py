@@ -15,6 +15,7 @@ from .datasets import (
     check_labels,
     parse_list_lines,
     read_inat_json,
+    read_inat_meta,
     read_list_file,
     scan_class_folders,
     scan_zip_class_folders,
@@ -111,6 +112,7 @@ def build_dataset(is_train: bool, config: CfgNode) -> ImageListDataset:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"DATA.DATA_PATH {root!r} is not a directory")
     split = _split_name(is_train)
+    meta = None
     if name == "inat18":
         if config.DATA.ZIP_MODE:
             raise ValueError("DATA.ZIP_MODE is not supported for inat18")
@@ -118,6 +120,10 @@ def build_dataset(is_train: bool, config: CfgNode) -> ImageListDataset:
         if not os.path.isfile(source):
             raise FileNotFoundError(f"iNaturalist annotations not found: {source}")
         samples, reader, classes, data_root = read_inat_json(source), None, None, root
+        # location/date metadata (for MODEL.TYPE intern_image_meta): from the images entries or
+        # a <split>2018_locations.json beside the annotations; items become (image, target, meta)
+        locations = os.path.join(root, f"{split}2018_locations.json")
+        meta = read_inat_meta(source, locations if os.path.isfile(locations) else None)
     else:
         samples, data_root, reader, classes, source = _imagenet_samples(config, split)
     check_labels(samples, config.MODEL.NUM_CLASSES, source)
@@ -127,6 +133,7 @@ def build_dataset(is_train: bool, config: CfgNode) -> ImageListDataset:
         zip_reader=reader,
         transform=build_transform(is_train, config),
         classes=classes,
+        meta=meta,
     )
 
 

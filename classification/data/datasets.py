@@ -53,7 +53,13 @@ class ImageListDataset(Dataset):
         zip_reader: ZipReader | None = None,
         transform: Callable | None = None,
         classes: Sequence[str] | None = None,
+        meta=None,
     ):
+        """``meta``: optional (len(samples), F) tensor of per-image metadata; when given,
+        items are (image, target, meta row) instead of (image, target)."""
+        if meta is not None and len(meta) != len(samples):
+            raise ValueError(f"meta has {len(meta)} rows for {len(samples)} samples")
+        self.meta = meta
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
         self.root = root
@@ -76,6 +82,8 @@ class ImageListDataset(Dataset):
         image = self.load_image(index)
         if self.transform is not None:
             image = self.transform(image)
+        if self.meta is not None:
+            return image, self.samples[index][1], self.meta[index]
         return image, self.samples[index][1]
 
 
@@ -151,6 +159,43 @@ def read_inat_json(path: str) -> list[tuple[str, int]]:
     if missing:
         raise ValueError(f"{path}: {len(missing)} images have no annotation (e.g. id {missing[0]})")
     return [(files[i], labels[i]) for i in sorted(files)]
+
+
+INAT_META_KEYS = {"lat": ("latitude", "lat"), "lon": ("longitude", "lon"), "date": ("date",)}
+
+
+def _inat_meta_fields(entry: dict) -> dict:
+    return {name: next((entry[k] for k in keys if k in entry), None) for name, keys in INAT_META_KEYS.items()}
+
+
+def read_inat_meta(path: str, locations_path: str | None = None):
+    """Per-image metadata of an iNaturalist json, in ``read_inat_json``'s order: an (N, 7)
+    float tensor of ``encode_meta`` rows, or None when no image carries a location or date.
+    Fields come from the ``images`` entries (``latitude``/``longitude``/``date``; ``lat``/
+    ``lon`` also accepted), or from a separate locations file (a list of {id, lat, lon, date},
+    as released for iNat 2018) when ``locations_path`` is given. Missing values (absent,
+    None) give zero rows with the valid flag 0."""
+    import torch
+
+    from ..models.intern_image_meta import encode_meta
+
+    with open(path) as f:
+        data = json.load(f)
+    fields = {image["id"]: _inat_meta_fields(image) for image in data["images"]}
+    if locations_path:
+        with open(locations_path) as f:
+            extra = json.load(f)
+        if not isinstance(extra, list):
+            raise ValueError(f"{locations_path}: expected a list of {{id, lat, lon, date}} entries")
+        by_id = {str(e["id"]): _inat_meta_fields(e) for e in extra}
+        for image_id, current in fields.items():
+            for name, value in by_id.get(str(image_id), {}).items():
+                if current[name] is None:
+                    current[name] = value
+    if not any(v is not None for entry in fields.values() for v in entry.values()):
+        return None
+    rows = [encode_meta(fields[i]["lat"], fields[i]["lon"], fields[i]["date"]) for i in sorted(fields)]
+    return torch.stack(rows) if rows else torch.zeros(0, 7)
 
 
 def check_labels(samples: Sequence[tuple[str, int]], num_classes: int, source: str) -> None:
