@@ -8,20 +8,16 @@ import datetime
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-
-from classification import main as trainer  # noqa: E402
-from classification.config import get_default_config, load_config_file  # noqa: E402
-from classification.data import build_loader  # noqa: E402
-from classification.data.datasets import read_inat_json, read_inat_meta  # noqa: E402
-from classification.models import (  # noqa: E402
+from classification import main as trainer
+from classification.config import get_default_config, load_config_file
+from classification.data import build_loader
+from classification.data.datasets import read_inat_json, read_inat_meta
+from classification.models import (
     InternImage,
     InternImageMeta,
     build_model,
@@ -29,8 +25,10 @@ from classification.models import (  # noqa: E402
     load_pretrained,
     load_pretrained_meta,
 )
-from classification.models.intern_image_meta import day_of_year, meta_parameter_names  # noqa: E402
-from classification.utils import epoch_history  # noqa: E402
+from classification.models.intern_image_meta import day_of_year, meta_parameter_names
+from classification.utils import epoch_history
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TINY = dict(channels=16, depths=(1, 1, 1, 1), groups=(1, 2, 4, 8), core_op="DCNv3_pytorch", num_classes=5,
             drop_path_rate=0.0)

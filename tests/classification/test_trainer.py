@@ -18,16 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-
-from classification import main as trainer  # noqa: E402
-from classification.config import get_default_config  # noqa: E402
-from classification.data import build_loader  # noqa: E402
-from classification.lr_scheduler import build_scheduler  # noqa: E402
-from classification.models import build_model  # noqa: E402
-from classification.optimizer import build_optimizer, build_param_groups  # noqa: E402
-from classification.utils import (  # noqa: E402
+from classification import main as trainer
+from classification.config import get_default_config
+from classification.data import build_loader
+from classification.lr_scheduler import build_scheduler
+from classification.models import build_model
+from classification.optimizer import build_optimizer, build_param_groups
+from classification.utils import (
     atomic_save,
     epoch_history,
     find_latest_checkpoint,
@@ -36,7 +33,9 @@ from classification.utils import (  # noqa: E402
     prune_checkpoints,
     read_metrics,
 )
-from classification.utils import training_checkpoint as tc  # noqa: E402
+from classification.utils import training_checkpoint as tc
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CLASSES = ("chelsea", "rocket", "hubble_deep_field")  # a cat, a rocket, the night sky
 TINY_YAML = """\
@@ -228,21 +227,7 @@ def test_training_learns_and_writes_the_output_layout(trained_run):
 
 def test_eval_prints_top1_top5_from_a_checkpoint(trained_run, capsys):
     best = os.path.join(trained_run["folder"], "ckpt_epoch_best.pth")
-    result = trainer.main(
-        [
-            "--cfg",
-            trained_run["cfg"],
-            "--data-path",
-            _data_path_of(trained_run),
-            "--output",
-            trained_run["out"],
-            "--tag",
-            "eval",
-            "--eval",
-            "--resume",
-            best,
-        ]
-    )
+    result = _rerun(trained_run, "eval", "--eval", "--resume", best)
     out = capsys.readouterr().out
     assert "top-1" in out and "top-5" in out
     assert result["acc1"] == pytest.approx(load_checkpoint_file(best)["max_accuracy"])
@@ -254,61 +239,26 @@ def _data_path_of(run) -> str:
         return json.load(f)["DATA"]["DATA_PATH"]
 
 
+def _rerun(run, tag: str, *extra: str) -> dict:
+    """trainer.main on the trained run's config, data and output folder."""
+    return trainer.main(["--cfg", run["cfg"], "--data-path", _data_path_of(run), "--output", run["out"],
+                         "--tag", tag, *extra])
+
+
 def test_eval_of_ema_best(trained_run, capsys):
     ema_best = os.path.join(trained_run["folder"], "ckpt_epoch_ema_best.pth")
-    result = trainer.main(
-        [
-            "--cfg",
-            trained_run["cfg"],
-            "--data-path",
-            _data_path_of(trained_run),
-            "--output",
-            trained_run["out"],
-            "--tag",
-            "eval_ema",
-            "--eval",
-            "--resume",
-            ema_best,
-        ]
-    )
+    result = _rerun(trained_run, "eval_ema", "--eval", "--resume", ema_best)
     assert result["acc1"] == pytest.approx(load_checkpoint_file(ema_best)["max_accuracy"])
 
 
 def test_throughput_prints_images_per_second(trained_run, capsys):
-    result = trainer.main(
-        [
-            "--cfg",
-            trained_run["cfg"],
-            "--data-path",
-            _data_path_of(trained_run),
-            "--output",
-            trained_run["out"],
-            "--tag",
-            "tp",
-            "--throughput",
-            "--batch-size",
-            "4",
-        ]
-    )
+    result = _rerun(trained_run, "tp", "--throughput", "--batch-size", "4")
     assert "images/s" in capsys.readouterr().out
     assert result["throughput"] > 0
 
 
 def test_finished_run_resumes_to_nothing_left(trained_run):
-    result = trainer.main(
-        [
-            "--cfg",
-            trained_run["cfg"],
-            "--data-path",
-            _data_path_of(trained_run),
-            "--output",
-            trained_run["out"],
-            "--tag",
-            "t1",
-            "--save-ckpt-num",
-            "2",
-        ]
-    )
+    result = _rerun(trained_run, "t1", "--save-ckpt-num", "2")
     assert result["epochs_run"] == 0 and result["acc1"] is not None
 
 
