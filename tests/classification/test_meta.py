@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from photo_crops import CLASSES, photo_crops
 
 from classification import main as trainer
 from classification.config import get_default_config, load_config_file
@@ -32,7 +33,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 TINY = dict(channels=16, depths=(1, 1, 1, 1), groups=(1, 2, 4, 8), core_op="DCNv3_pytorch", num_classes=5,
             drop_path_rate=0.0)
-CLASSES = ("chelsea", "rocket", "hubble_deep_field")
 
 
 # ----------------------------------------------------------------------------- encode_meta
@@ -157,22 +157,6 @@ def test_inat18_config_builds_the_meta_h_model():
 
 
 # ----------------------------------------------------------------------------- data + trainer
-def _crops(n_per_class: int, seed: int):
-    import skimage.data
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for label, name in enumerate(CLASSES):
-        photo = getattr(skimage.data, name)()
-        for _ in range(n_per_class):
-            s = int(rng.integers(100, min(photo.shape[:2])))
-            y = int(rng.integers(0, photo.shape[0] - s + 1))
-            x = int(rng.integers(0, photo.shape[1] - s + 1))
-            out.append((label, Image.fromarray(photo[y : y + s, x : x + s]).resize((40, 40))))
-    return out
-
-
 # per class: a region and a season, so the metadata is informative (as in iNat)
 PLACES = {0: (48.0, 2.0, "2017-06-{:02d}"), 1: (28.5, -80.6, "2017-12-{:02d}"),
           2: (-30.0, 150.0, "2018-03-{:02d}")}
@@ -184,7 +168,7 @@ def make_inat_meta_dataset(root, n_train: int = 8, n_val: int = 4) -> str:
     root = str(root)
     for split, n, seed in (("train", n_train, 0), ("val", n_val, 1)):
         images, annotations = [], []
-        for i, (label, im) in enumerate(_crops(n, seed)):
+        for i, (label, im) in enumerate(photo_crops(n, seed)):
             path = os.path.join("train_val2018", split, CLASSES[label], f"{i:03d}.jpg")
             os.makedirs(os.path.join(root, os.path.dirname(path)), exist_ok=True)
             im.save(os.path.join(root, path))

@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from photo_crops import CLASSES, photo_crops
 from PIL import Image
 
 from classification import main as trainer
@@ -37,7 +38,6 @@ from classification.utils import training_checkpoint as tc
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-CLASSES = ("chelsea", "rocket", "hubble_deep_field")  # a cat, a rocket, the night sky
 TINY_YAML = """\
 DATA:
   IMG_SIZE: 32
@@ -67,22 +67,6 @@ PRINT_FREQ: 2
 
 
 # ----------------------------------------------------------------------------- fixtures
-def _crops(n_per_class: int, seed: int) -> list[tuple[int, Image.Image]]:
-    """Random square crops (40x40) of three scikit-image photos, one class per photo."""
-    import skimage.data
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for label, name in enumerate(CLASSES):
-        photo = getattr(skimage.data, name)()
-        for _ in range(n_per_class):
-            s = int(rng.integers(100, min(photo.shape[:2])))
-            y = int(rng.integers(0, photo.shape[0] - s + 1))
-            x = int(rng.integers(0, photo.shape[1] - s + 1))
-            out.append((label, Image.fromarray(photo[y : y + s, x : x + s]).resize((40, 40))))
-    return out
-
-
 def _png(image: Image.Image) -> bytes:
     import io
 
@@ -97,7 +81,7 @@ def make_dataset(root, layout: str, n_train: int = 8, n_val: int = 4) -> str:
     os.makedirs(root, exist_ok=True)
     for split, n, seed in (("train", n_train, 0), ("val", n_val, 1)):
         items = [
-            (label, f"{CLASSES[label]}/{k:03d}.png", im) for k, (label, im) in enumerate(_crops(n, seed))
+            (label, f"{CLASSES[label]}/{k:03d}.png", im) for k, (label, im) in enumerate(photo_crops(n, seed))
         ]
         if layout == "folder":
             for _, rel, im in items:
