@@ -10,6 +10,7 @@ import warnings
 
 import torch
 
+from .export import portable_tracing
 from .reference import dcnv3_core_pytorch
 from .validation import check_dcnv3_args, output_size
 
@@ -80,12 +81,14 @@ def dcnv3(
     check_dcnv3_args(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                      dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step,
                      remove_center)
-    if input.device.type in KERNEL_DEVICES:
+    # The portable ONNX form traces the reference (standard operators only), see export.py.
+    if input.device.type in KERNEL_DEVICES and not portable_tracing():
         return torch.ops.ops_dcnv3.dcnv3(
             input, offset, mask, int(kernel_h), int(kernel_w), int(stride_h), int(stride_w),
             int(pad_h), int(pad_w), int(dilation_h), int(dilation_w), int(group),
             int(group_channels), float(offset_scale), int(im2col_step), bool(remove_center))
-    _warn_fallback(input.device.type)
+    if not portable_tracing():
+        _warn_fallback(input.device.type)
     return dcnv3_core_pytorch(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h,
                               pad_w, dilation_h, dilation_w, group, group_channels, offset_scale,
                               remove_center)

@@ -183,3 +183,9 @@ def test_reference_half_precision_on_cpu():
         out = dcnv3_core_pytorch(x.to(dtype), offset.to(dtype), mask.to(dtype), *case.params(), False)
         assert out.dtype == dtype
         torch.testing.assert_close(out.float(), expected, atol=5e-2, rtol=3e-2)
+
+
+def test_reference_empty_batch():
+    case = Case(n=0)
+    x, offset, mask = case.inputs(requires_grad=False)
+    assert case.reference_call(x, offset, mask).shape == (0, *case.out_hw, 8)
