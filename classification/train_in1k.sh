@@ -9,7 +9,7 @@ set -euo pipefail
 
 NAME="${TRAIN_SCRIPT_NAME:-$(basename "$0")}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MAIN="${ROOT}/classification/main.py"
+MAIN="${TRAIN_MAIN:-${ROOT}/classification/main.py}"  # train_in1k_deepspeed.sh points this elsewhere
 PYTHON="${PYTHON:-python}"
 
 usage() {
