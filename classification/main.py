@@ -228,6 +228,35 @@ def forward_model(model: nn.Module, images: torch.Tensor, meta: torch.Tensor | N
     return model(images)
 
 
+def prepare_batch(batch, device: torch.device, mixup_fn=None):
+    """(samples, targets, meta) of a loader batch on ``device``; mixup mixes images and
+    targets only, metadata stays per image."""
+    samples, targets, meta = split_batch(batch)
+    samples = samples.to(device, non_blocking=True)
+    targets = targets.to(device, non_blocking=True)
+    if meta is not None:
+        meta = meta.to(device, non_blocking=True)
+    if mixup_fn is not None:
+        samples, targets = mixup_fn(samples, targets)
+    return samples, targets, meta
+
+
+def log_train_step(config: CfgNode, logger: logging.Logger | None, metrics: MetricsLogger | None,
+                   epoch: int, idx: int, n_iters: int, loss: float, mean_loss: float, lr: float,
+                   grad_norm: float) -> None:
+    """The periodic training log line (every PRINT_FREQ iterations and the last) and its
+    metrics.jsonl record."""
+    if logger is None or not (idx % config.PRINT_FREQ == 0 or idx == n_iters - 1):
+        return
+    logger.info(
+        f"Train: [{epoch}/{config.TRAIN.EPOCHS}][{idx}/{n_iters}] lr {lr:.6f} "
+        f"loss {loss:.4f} ({mean_loss:.4f}) grad_norm {grad_norm:.4f}"
+    )
+    if metrics is not None:
+        metrics.log("step", epoch * n_iters + idx, epoch=epoch, iter=idx, loss=loss, lr=lr,
+                    grad_norm=grad_norm)
+
+
 def optimizer_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, amp: Amp, clip_grad: float | None
 ) -> float:
@@ -283,13 +312,7 @@ def train_one_epoch(
         disable=not show_progress,
     )
     for idx, batch in enumerate(progress):
-        samples, targets, meta = split_batch(batch)
-        samples = samples.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if meta is not None:
-            meta = meta.to(device, non_blocking=True)
-        if mixup_fn is not None:  # mixes images and targets only; metadata stays per image
-            samples, targets = mixup_fn(samples, targets)
+        samples, targets, meta = prepare_batch(batch, device, mixup_fn)
         group_start = idx - idx % accum
         group_size = min(accum, n_iters - group_start)  # the last group may be short
         is_update = idx == group_start + group_size - 1
@@ -313,22 +336,8 @@ def train_one_epoch(
         loss_count += 1
         lr = max(group["lr"] for group in optimizer.param_groups)
         progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-        if logger is not None and (idx % config.PRINT_FREQ == 0 or idx == n_iters - 1):
-            grad_norm = norms[-1] if norms else float("nan")
-            logger.info(
-                f"Train: [{epoch}/{config.TRAIN.EPOCHS}][{idx}/{n_iters}] lr {lr:.6f} "
-                f"loss {loss.item():.4f} ({loss_sum / loss_count:.4f}) grad_norm {grad_norm:.4f}"
-            )
-            if metrics is not None:
-                metrics.log(
-                    "step",
-                    epoch * n_iters + idx,
-                    epoch=epoch,
-                    iter=idx,
-                    loss=loss.item(),
-                    lr=lr,
-                    grad_norm=grad_norm,
-                )
+        log_train_step(config, logger, metrics, epoch, idx, n_iters, loss.item(), loss_sum / loss_count, lr,
+                       norms[-1] if norms else float("nan"))
     progress.close()
     return {
         "train_loss": loss_sum / max(loss_count, 1),

@@ -43,9 +43,9 @@ from classification.main import (  # noqa: E402
     check_config,
     dump_config,
     forward_model,
+    prepare_batch,
     scale_learning_rates,
     seed_everything,
-    split_batch,
     validate,
 )
 from classification.main_deepspeed import _evaluate_only, build_client_optimizer  # noqa: E402
@@ -222,11 +222,7 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
             model.train()
             loss_sum, norms, start = 0.0, [], time.time()
             for idx, batch in enumerate(loader_train):
-                samples, targets, meta = split_batch(batch)
-                samples, targets = samples.to(device), targets.to(device)
-                meta = meta.to(device) if meta is not None else None
-                if mixup_fn is not None:
-                    samples, targets = mixup_fn(samples, targets)
+                samples, targets, meta = prepare_batch(batch, device, mixup_fn)
                 with acc.accumulate(model):
                     with acc.autocast():
                         loss = criterion(forward_model(model, samples, meta), targets)

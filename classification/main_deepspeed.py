@@ -47,14 +47,15 @@ from classification.main import (  # noqa: E402
     check_config,
     dump_config,
     forward_model,
+    log_train_step,
+    prepare_batch,
     scale_learning_rates,
     seed_everything,
-    split_batch,
     throughput,
     validate,
 )
 from classification.models import build_model, is_meta_model  # noqa: E402
-from classification.optimizer import build_param_groups  # noqa: E402
+from classification.optimizer import build_optimizer  # noqa: E402
 from classification.utils import (  # noqa: E402
     MetricsLogger,
     atomic_save,
@@ -144,21 +145,10 @@ def build_ds_config(
 
 
 def build_client_optimizer(config: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW / SGD over build_param_groups; the timm scheduler later rescales each group by
-    its ``lr_scale`` (so layer-wise decay survives DeepSpeed, which keeps the group dicts)."""
-    opt = config.TRAIN.OPTIMIZER
-    groups = build_param_groups(config, model)
-    for group in groups:
-        group["lr"] = config.TRAIN.BASE_LR * group["lr_scale"]
-        group.pop("param_names")  # ZeRO flattens the params; the names would go stale
-    name = opt.NAME.lower()
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=config.TRAIN.BASE_LR, eps=opt.EPS, betas=tuple(opt.BETAS))
-    if name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=config.TRAIN.BASE_LR, momentum=opt.MOMENTUM, nesterov=opt.MOMENTUM > 0
-        )
-    raise ValueError(f"TRAIN.OPTIMIZER.NAME must be 'adamw' or 'sgd', got {opt.NAME!r}")
+    """main.py's optimizer without per-group parameter names (ZeRO flattens the params);
+    the timm scheduler later rescales each group by its ``lr_scale``, so layer-wise decay
+    survives DeepSpeed, which keeps the group dicts."""
+    return build_optimizer(config, model, keep_param_names=False)
 
 
 def _first_slurm_host() -> str:
@@ -303,12 +293,7 @@ def train_one_epoch_ds(
     engine.train()
     loss_sum, loss_count, norms, start = 0.0, 0, [], time.time()
     for idx, batch in enumerate(loader):
-        samples, targets, meta = split_batch(batch)
-        samples, targets = samples.to(device), targets.to(device)
-        if meta is not None:
-            meta = meta.to(device)
-        if mixup_fn is not None:
-            samples, targets = mixup_fn(samples, targets)
+        samples, targets, meta = prepare_batch(batch, device, mixup_fn)
         if meta is not None and is_meta_model(engine.module):
             outputs = engine(samples.to(dtype), meta.to(dtype))
         else:
@@ -330,22 +315,8 @@ def train_one_epoch_ds(
         loss_sum += loss.item()
         loss_count += 1
         lr = max(group["lr"] for group in engine.optimizer.param_groups)
-        if logger is not None and (idx % config.PRINT_FREQ == 0 or idx == n_iters - 1):
-            grad_norm = norms[-1] if norms else float("nan")
-            logger.info(
-                f"Train: [{epoch}/{config.TRAIN.EPOCHS}][{idx}/{n_iters}] lr {lr:.6f} "
-                f"loss {loss.item():.4f} ({loss_sum / loss_count:.4f}) grad_norm {grad_norm:.4f}"
-            )
-            if metrics is not None:
-                metrics.log(
-                    "step",
-                    epoch * n_iters + idx,
-                    epoch=epoch,
-                    iter=idx,
-                    loss=loss.item(),
-                    lr=lr,
-                    grad_norm=grad_norm,
-                )
+        log_train_step(config, logger, metrics, epoch, idx, n_iters, loss.item(), loss_sum / loss_count, lr,
+                       norms[-1] if norms else float("nan"))
     return {
         "train_loss": loss_sum / max(loss_count, 1),
         "grad_norm": float(np.nanmean(norms)) if norms and not all(map(math.isnan, norms)) else None,

@@ -99,12 +99,18 @@ def build_param_groups(config: CfgNode, model: nn.Module) -> list[dict]:
     return [groups[k] for k in sorted(groups, key=lambda k: (k[1], k[0]))]
 
 
-def build_optimizer(config: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD (TRAIN.OPTIMIZER.NAME) over ``build_param_groups``."""
+def build_optimizer(
+    config: CfgNode, model: nn.Module, *, keep_param_names: bool = True
+) -> torch.optim.Optimizer:
+    """AdamW or SGD (TRAIN.OPTIMIZER.NAME) over ``build_param_groups``. Wrappers that
+    flatten parameters (DeepSpeed ZeRO) pass ``keep_param_names=False``: the names would
+    go stale in the group dicts."""
     opt = config.TRAIN.OPTIMIZER
     groups = build_param_groups(config, model)
     for group in groups:
         group["lr"] = config.TRAIN.BASE_LR * group["lr_scale"]
+        if not keep_param_names:
+            group.pop("param_names")
     name = opt.NAME.lower()
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=config.TRAIN.BASE_LR, eps=opt.EPS, betas=tuple(opt.BETAS))
