@@ -414,6 +414,24 @@ def throughput(
     return value
 
 
+def evaluate_only(config: CfgNode, loader_val: Iterable, model: nn.Module, device: torch.device,
+                  amp: Amp | None, logger: logging.Logger) -> dict:
+    """What --throughput and --eval report, as the result of main()."""
+    result = {"output": config.OUTPUT, "epochs_run": 0}
+    if config.THROUGHPUT_MODE:
+        result["throughput"] = throughput(loader_val, model, device, logger)
+    if config.EVAL_MODE:
+        stats = validate(config, loader_val, model, device, amp)
+        logger.info(
+            f"Accuracy of the network on the {stats['count']} test images: "
+            f"top-1 {stats['acc1']:.2f}% top-5 {stats['acc5']:.2f}% (loss {stats['loss']:.4f})"
+        )
+        result.update(
+            acc1=stats["acc1"], acc5=stats["acc5"], val_loss=stats["loss"], max_accuracy=stats["acc1"]
+        )
+    return result
+
+
 def _read_resume_file(path: str, logger: logging.Logger) -> dict:
     """A user-named checkpoint; files pickled with other objects (old trainers) are re-read
     with weights_only=False after a warning."""
@@ -516,19 +534,7 @@ def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logg
             logger.info(f"loaded weights from {checkpoint_path}")
         elif not config.MODEL.PRETRAINED:
             logger.warning("no --resume or --pretrained weights: evaluating a randomly initialised model")
-        result = {"output": config.OUTPUT, "epochs_run": 0}
-        if config.THROUGHPUT_MODE:
-            result["throughput"] = throughput(loader_val, model, device, logger)
-        if config.EVAL_MODE:
-            stats = validate(config, loader_val, model, device, amp)
-            logger.info(
-                f"Accuracy of the network on the {stats['count']} test images: "
-                f"top-1 {stats['acc1']:.2f}% top-5 {stats['acc5']:.2f}% (loss {stats['loss']:.4f})"
-            )
-            result.update(
-                acc1=stats["acc1"], acc5=stats["acc5"], val_loss=stats["loss"], max_accuracy=stats["acc1"]
-            )
-        return result
+        return evaluate_only(config, loader_val, model, device, amp, logger)
 
     model_without_ddp = model
     optimizer = build_optimizer(config, model_without_ddp)

@@ -46,12 +46,12 @@ from classification.main import (  # noqa: E402
     build_parser,
     check_config,
     dump_config,
+    evaluate_only,
     forward_model,
     log_train_step,
     prepare_batch,
     scale_learning_rates,
     seed_everything,
-    throughput,
     validate,
 )
 from classification.models import build_model, is_meta_model  # noqa: E402
@@ -390,20 +390,7 @@ def _evaluate_only(config: CfgNode, device: torch.device, logger: logging.Logger
     else:
         logger.warning("no --resume or --pretrained weights: evaluating a randomly initialised model")
     model.to(device)
-    amp = Amp(config, device)
-    result = {"output": config.OUTPUT, "epochs_run": 0}
-    if config.THROUGHPUT_MODE:
-        result["throughput"] = throughput(loader_val, model, device, logger)
-    if config.EVAL_MODE:
-        stats = validate(config, loader_val, model, device, amp)
-        logger.info(
-            f"Accuracy of the network on the {stats['count']} test images: "
-            f"top-1 {stats['acc1']:.2f}% top-5 {stats['acc5']:.2f}%"
-        )
-        result.update(
-            acc1=stats["acc1"], acc5=stats["acc5"], val_loss=stats["loss"], max_accuracy=stats["acc1"]
-        )
-    return result
+    return evaluate_only(config, loader_val, model, device, Amp(config, device), logger)
 
 
 def _train(
