@@ -90,7 +90,13 @@ setup(
     description="InternImage and the DCNv3 operator on a current PyTorch stack",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["ops_dcnv3", "ops_dcnv3.*", "classification", "classification.*"]),
+    # mmdet_custom / mmseg_custom are top-level packages (configs import them by those
+    # names through custom_imports), found inside detection/ and segmentation/.
+    packages=(find_packages(include=["ops_dcnv3", "ops_dcnv3.*", "classification", "classification.*",
+                                     "dense_common", "dense_common.*"])
+              + find_packages("detection", include=["mmdet_custom", "mmdet_custom.*"])
+              + find_packages("segmentation", include=["mmseg_custom", "mmseg_custom.*"])),
+    package_dir={"mmdet_custom": "detection/mmdet_custom", "mmseg_custom": "segmentation/mmseg_custom"},
     package_data={"ops_dcnv3": ["csrc/*.h", "csrc/*/*.cuh"],
                   "classification": ["configs/*.yaml", "configs/*/*.yaml", "*.sh"]},
     ext_modules=ext_modules,

@@ -60,9 +60,10 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# The repository itself is importable from the venv (ops_dcnv3, classification, ...).
+# The repository itself is importable from the venv (ops_dcnv3, classification, ...), and
+# so are the mmdet/mmseg plugins that configs name in custom_imports.
 site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-echo "$ROOT" > "$site/internimage-repo.pth"
+printf '%s\n' "$ROOT" "$ROOT/detection" "$ROOT/segmentation" > "$site/internimage-repo.pth"
 
 # setup.py finds the CUDA toolkit and the nvidia-wheel headers itself (stack.md).
 log "building the ops_dcnv3 extension (incremental)"

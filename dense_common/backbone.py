@@ -1,0 +1,95 @@
+"""The InternImage trunk as a dense-prediction backbone (dense.md): the one
+classification definition without its head, returning NCHW features at strides
+4/8/16/32, with ``out_indices``, ``frozen_stages``, ``with_cp`` and an mmengine-style
+``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+Parameter names stay those of ``classification.models.InternImage`` so that published
+detection/segmentation checkpoints (``backbone.patch_embed...``) load unchanged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from classification.models import InternImage, load_pretrained
+
+_LOGGER = logging.getLogger(__name__)
+_HEAD_MODULES = ("conv_head", "head", "avgpool", "dcnv3_head_x4", "dcnv3_head_x3", "clip_projector",
+                 "fc_norm")
+
+
+class InternImageBackbone(InternImage):
+    """InternImage for mmdet/mmseg: ``forward`` returns ``tuple`` of the levels in
+    ``out_indices`` (channels C·2^i). ``frozen_stages=n`` freezes the stem and
+    ``levels[:n]`` (eval mode, no gradients); -1 freezes nothing."""
+
+    def __init__(self, *, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
+                 init_cfg: Mapping | None = None, pretrained: str | None = None, **kwargs):
+        kwargs.pop("num_classes", None)
+        kwargs.pop("cls_scale", None)
+        if kwargs.get("use_clip_projector"):
+            raise ValueError("use_clip_projector is a classification head option; "
+                             "a dense backbone has no head")
+        super().__init__(num_classes=0, **kwargs)
+        for name in _HEAD_MODULES:  # dense checkpoints hold no classifier
+            if hasattr(self, name):
+                delattr(self, name)
+        out_indices = tuple(int(i) for i in out_indices)
+        if not out_indices or any(not 0 <= i < self.num_levels for i in out_indices):
+            raise ValueError(f"out_indices must be level numbers in [0, {self.num_levels}), "
+                             f"got {out_indices}")
+        if not -1 <= frozen_stages <= self.num_levels:
+            raise ValueError(f"frozen_stages must be in [-1, {self.num_levels}], got {frozen_stages}")
+        if pretrained is not None:  # mmdet 2 style argument
+            if init_cfg is not None:
+                raise ValueError("give either pretrained or init_cfg, not both")
+            init_cfg = dict(type="Pretrained", checkpoint=pretrained)
+        if init_cfg is not None and init_cfg.get("type") != "Pretrained":
+            raise ValueError("init_cfg must be dict(type='Pretrained', checkpoint=...), "
+                             f"got {dict(init_cfg)}")
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.init_cfg = dict(init_cfg) if init_cfg is not None else None
+        self.out_channels = [int(self.channels * 2 ** i) for i in out_indices]
+        self._freeze_stages()
+
+    def init_weights(self) -> None:
+        """Called by mmengine's runner: loads ``init_cfg['checkpoint']`` (a classification
+        ``{'model': ...}`` or a dense ``{'state_dict': ...}`` checkpoint with ``backbone.``
+        keys, a path or URL). Without a checkpoint the construction-time init stands."""
+        if not self.init_cfg or not self.init_cfg.get("checkpoint"):
+            return
+        checkpoint = self.init_cfg["checkpoint"]
+        report = load_pretrained(self, checkpoint, strict=False, logger=_LOGGER)
+        _print_log(f"InternImage backbone loaded {checkpoint}:\n{report}")
+        self._freeze_stages()
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen: list[nn.Module] = [self.patch_embed] + list(self.levels[:self.frozen_stages])
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> InternImageBackbone:
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.forward_multiscale(x)
+        return tuple(features[i] for i in self.out_indices)
+
+
+def _print_log(message: str) -> None:
+    try:
+        from mmengine.logging import print_log
+    except ImportError:  # usable without mmengine (e.g. feature extraction)
+        _LOGGER.info(message)
+        return
+    print_log(message, logger="current")
