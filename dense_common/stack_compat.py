@@ -8,14 +8,17 @@ it on import, the deploy scripts call ``apply(onnx=True)``.
    Instead of switching the safety off for every file (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``),
    mmengine's local-file loader is replaced by one that still loads with
    ``weights_only=True`` but allows exactly the types mmengine writes
-   (``TRAINING_STATE_GLOBALS``). A file needing anything else fails with a message naming
+   (``_training_state_globals``). A file needing anything else fails with a message naming
    the types; ``INTERNIMAGE_TRUST_CHECKPOINTS=1`` opts into a full unpickle for files you
    trust.
 2. ONNX (``onnx=True``). torch 2.14's ``torch.onnx.export`` defaults to the dynamo
    exporter, which ignores ``autograd.Function.symbolic`` and mmdeploy's rewriters: the
    default becomes ``dynamo=False`` (an explicit argument still wins). mmdeploy 1.3.1
    imports ``torch.onnx.symbolic_opset9._cast_Long``, removed from torch: it is restored
-   as a Cast to INT64.
+   as a Cast to INT64. mmdeploy exports every ``grid_sample`` as its own
+   ``mmdeploy::grid_sampler`` node (written before ONNX had GridSample), which plain
+   onnxruntime cannot run: from opset 16 on, the standard ``GridSample`` is emitted
+   instead (below 16 mmdeploy's node stays, for its TensorRT/onnxruntime op libraries).
 """
 
 from __future__ import annotations
@@ -30,6 +33,19 @@ import torch
 
 TRUST_ENV = "INTERNIMAGE_TRUST_CHECKPOINTS"
 _applied: set[str] = set()
+
+
+def _history_buffer_method(owner: Any, name: str) -> Any:
+    """Stands in for ``builtins.getattr`` during a weights-only load. HistoryBuffer's
+    ``__getstate__`` stores its statistics methods, which pickle as
+    ``getattr(HistoryBuffer, 'min')`` etc.; rather than allowing getattr on anything a file
+    names, only public methods of HistoryBuffer are handed out."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    method = getattr(owner, name, None) if owner is HistoryBuffer and not name.startswith("_") else None
+    if not callable(method):
+        raise pickle.UnpicklingError(f"weights-only load: refusing getattr({owner!r}, {name!r})")
+    return method
 
 
 def _training_state_globals() -> list[Any]:
@@ -47,7 +63,8 @@ def _training_state_globals() -> list[Any]:
     helpers: list[Any] = [_reconstruct, scalar]
     if _reconstruct.__module__ != "numpy.core.multiarray":  # files written under numpy 1.x name them so
         helpers += [(fn, f"numpy.core.multiarray.{fn.__name__}") for fn in (_reconstruct, scalar)]
-    return [HistoryBuffer, np.ndarray, np.dtype, *helpers, *dtype_classes]
+    return [HistoryBuffer, (_history_buffer_method, "builtins.getattr"), np.ndarray, np.dtype, *helpers,
+            *dtype_classes]
 
 
 def torch_load(filename: str, map_location: Any = None) -> Any:
@@ -90,10 +107,17 @@ def _cast_long(g, input, non_blocking):  # noqa: A002 - torch's symbolic signatu
 
 
 def _patch_onnx() -> None:
-    from torch.onnx import symbolic_opset9
+    import importlib
 
-    if not hasattr(symbolic_opset9, "_cast_Long"):
-        symbolic_opset9._cast_Long = _cast_long
+    # torch 2.14 has two modules of that name: the exporter's own
+    # (torch.onnx._internal.torchscript_exporter.symbolic_opset9, what `from torch.onnx import
+    # symbolic_opset9` returns until the other is imported) and the backward-compatibility
+    # file torch/onnx/symbolic_opset9.py that `from torch.onnx.symbolic_opset9 import ...`
+    # (mmdeploy) loads. Both get the function.
+    for name in ("torch.onnx._internal.torchscript_exporter.symbolic_opset9", "torch.onnx.symbolic_opset9"):
+        module = importlib.import_module(name)
+        if not hasattr(module, "_cast_Long"):
+            module._cast_Long = _cast_long
     export = torch.onnx.export
     if getattr(export, "_internimage_default_torchscript", False):
         return
@@ -106,6 +130,33 @@ def _patch_onnx() -> None:
 
     export_torchscript_by_default._internimage_default_torchscript = True
     torch.onnx.export = export_torchscript_by_default
+    _patch_mmdeploy_grid_sampler()
+
+
+def _grid_sampler_standard_from_16(mmdeploy_symbolic):
+    """mmdeploy's grid_sampler symbolic, but the standard GridSample from opset 16 on."""
+
+    def grid_sampler(g, input, grid, interpolation_mode, padding_mode, align_corners=False):  # noqa: A002
+        if g.opset >= 16:
+            from torch.onnx import symbolic_opset16
+
+            standard = symbolic_opset16.grid_sampler
+            return standard(g, input, grid, interpolation_mode, padding_mode, align_corners)
+        return mmdeploy_symbolic(g, input, grid, interpolation_mode, padding_mode, align_corners)
+
+    grid_sampler._internimage_standard_from_16 = True
+    return grid_sampler
+
+
+def _patch_mmdeploy_grid_sampler() -> None:
+    try:
+        from mmdeploy.pytorch.symbolics import grid_sampler as module
+    except ImportError:  # no mmdeploy: torch's own symbolic (GridSample, opset >= 16) applies
+        return
+    # mmdeploy's registered symbolic (grid_sampler__default) calls this module-level function
+    # for every backend but PPLNN.
+    if not getattr(module.grid_sampler, "_internimage_standard_from_16", False):
+        module.grid_sampler = _grid_sampler_standard_from_16(module.grid_sampler)
 
 
 def apply(*, onnx: bool = False) -> None:

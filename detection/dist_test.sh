@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Multi-GPU evaluation on one machine: dist_test.sh CONFIG CHECKPOINT GPUS [test.py options]
+set -euo pipefail
+if [ $# -lt 3 ]; then echo "usage: $0 CONFIG CHECKPOINT GPUS [test.py options]" >&2; exit 2; fi
+CONFIG=$1
+CHECKPOINT=$2
+GPUS=$3
+shift 3
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PYTHONPATH="$HERE/..:$HERE${PYTHONPATH:+:$PYTHONPATH}" \
+torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+    --master_port="${PORT:-29500}" --nproc_per_node="$GPUS" \
+    "$HERE/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Multi-GPU training on one machine: dist_train.sh CONFIG GPUS [train.py options]
+set -euo pipefail
+if [ $# -lt 2 ]; then echo "usage: $0 CONFIG GPUS [train.py options]" >&2; exit 2; fi
+CONFIG=$1
+GPUS=$2
+shift 2
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PYTHONPATH="$HERE/..:$HERE${PYTHONPATH:+:$PYTHONPATH}" \
+torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+    --master_port="${PORT:-29500}" --nproc_per_node="$GPUS" \
+    "$HERE/train.py" "$CONFIG" --launcher pytorch "$@"

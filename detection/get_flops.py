@@ -1,0 +1,71 @@
+"""FLOPs and parameters of a detector for one input size: mmengine's operator count plus
+the DCNv3 sampling core, which operator counters do not see (dense_common.flops).
+
+    python detection/get_flops.py CONFIG [--shape H W]"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.utils import register_all_modules
+from mmengine.analysis import get_model_complexity_info
+from mmengine.analysis.print_helper import _format_size
+from torch import nn
+
+from dense_common.cli import fail, load_config
+from dense_common.flops import dcnv3_core_flops
+
+
+class TensorMode(nn.Module):
+    """The detector's raw forward (``mode='tensor'``) for a fixed batch of one image, so
+    the counters can call it with the image tensor alone."""
+
+    def __init__(self, detector: nn.Module, height: int, width: int):
+        super().__init__()
+        self.detector = detector
+        shape = (height, width)
+        self.samples = [DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                                                    batch_input_shape=shape, scale_factor=(1.0, 1.0)))]
+
+    def forward(self, inputs: torch.Tensor):
+        return self.detector._forward(inputs, self.samples)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="FLOPs of an InternImage detector, DCNv3 included.")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("--shape", type=int, nargs=2, default=[1280, 800], metavar=("H", "W"),
+                        help="input height and width (default 1280 800)")
+    return parser.parse_args(argv)
+
+
+def count(config: str, height: int, width: int) -> dict:
+    """``flops`` (operators + DCNv3 core), ``dcnv3_flops``, ``params`` for one HxW image."""
+    if height < 32 or width < 32:
+        raise fail(f"--shape must be at least 32x32, got {height}x{width}")
+    cfg = load_config(config)
+    register_all_modules()
+    cfg.model.get("backbone", {}).pop("init_cfg", None)  # no pretrained download to count FLOPs
+    model = TensorMode(MODELS.build(cfg.model).eval(), height, width)
+    inputs = torch.zeros(1, 3, height, width)
+    with torch.no_grad():
+        info = get_model_complexity_info(model, inputs=(inputs,), show_table=False, show_arch=False)
+    dcn = dcnv3_core_flops(model, inputs)
+    return dict(flops=info["flops"] + dcn, dcnv3_flops=dcn, params=info["params"])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    result = count(args.config, *args.shape)
+    line = "=" * 40
+    print(f"{line}\ninput shape: 1x3x{args.shape[0]}x{args.shape[1]}\n"
+          f"FLOPs: {_format_size(result['flops'])} (DCNv3 core: {_format_size(result['dcnv3_flops'])})\n"
+          f"params: {_format_size(result['params'])}\n{line}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Detect objects in one image and save it with the predictions drawn.
+
+    python detection/image_demo.py IMG CONFIG CHECKPOINT [--out result.jpg] [--device cpu]
+        [--score-thr 0.3]"""
+
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+
+import mmcv
+from mmdet.apis import inference_detector, init_detector
+from mmdet.registry import VISUALIZERS
+
+from dense_common.cli import check_checkpoint, fail, load_config
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="InternImage detection demo on one image.")
+    parser.add_argument("img", help="image file")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("checkpoint", help="checkpoint file or URL")
+    parser.add_argument("--out", help="annotated image to write (default: <image name>_result.jpg here)")
+    parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda:0")
+    parser.add_argument("--score-thr", type=float, default=0.3, help="draw predictions scoring at least this")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    if not osp.isfile(args.img):
+        raise fail(f"image {args.img!r} does not exist")
+    if not 0.0 <= args.score_thr <= 1.0:
+        raise fail(f"--score-thr must lie in [0, 1], got {args.score_thr}")
+    cfg = load_config(args.config)
+    model = init_detector(cfg, check_checkpoint(args.checkpoint), device=args.device)
+    result = inference_detector(model, args.img)
+
+    visualizer = VISUALIZERS.build(model.cfg.visualizer)
+    visualizer.dataset_meta = model.dataset_meta
+    out = args.out or f"{osp.splitext(osp.basename(args.img))[0]}_result.jpg"
+    image = mmcv.imread(args.img, channel_order="rgb")
+    visualizer.add_datasample("result", image, data_sample=result, draw_gt=False, show=False,
+                              out_file=out, pred_score_thr=args.score_thr)
+    kept = int((result.pred_instances.scores >= args.score_thr).sum())
+    print(f"{kept} detections with score >= {args.score_thr}; wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Training on a Slurm cluster: [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] \
+#   slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py options]
+set -euo pipefail
+if [ $# -lt 3 ]; then echo "usage: $0 PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py options]" >&2; exit 2; fi
+PARTITION=$1
+JOB_NAME=$2
+CONFIG=$3
+shift 3
+WORK_DIR_ARGS=()
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then WORK_DIR_ARGS=(--work-dir "$1"); shift; fi
+GPUS=${GPUS:-8}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PYTHONPATH="$HERE/..:$HERE${PYTHONPATH:+:$PYTHONPATH}" \
+srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" \
+    --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="${CPUS_PER_TASK:-5}" --kill-on-bad-exit=1 \
+    ${SRUN_ARGS:-} python -u "$HERE/train.py" "$CONFIG" "${WORK_DIR_ARGS[@]}" --launcher slurm "$@"

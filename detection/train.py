@@ -1,0 +1,67 @@
+"""Train a detector from an mmdet 3 config.
+
+    python detection/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+
+``--resume`` without a path resumes from the newest checkpoint in the work dir."""
+
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from dense_common.cli import check_checkpoint, default_work_dir, fail, load_config, set_local_rank
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train an InternImage detector (mmdet 3).")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default ./work_dirs/<config>)")
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
+                        help="resume from CKPT, or from the newest checkpoint of the work dir when no path")
+    parser.add_argument("--amp", action="store_true", help="mixed-precision training (AmpOptimWrapper)")
+    parser.add_argument("--auto-scale-lr", action="store_true",
+                        help="scale the lr by the batch size over the config's auto_scale_lr.base_batch_size")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                        help="override config entries, e.g. train_cfg.max_epochs=1")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def build_cfg(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get("type", "OptimWrapper")
+        if wrapper not in ("OptimWrapper", "AmpOptimWrapper"):
+            raise fail(f"--amp needs optim_wrapper.type OptimWrapper, the config has {wrapper}")
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+    if args.auto_scale_lr:
+        if "base_batch_size" not in (cfg.get("auto_scale_lr") or {}):
+            raise fail("--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config")
+        cfg.auto_scale_lr.enable = True
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, check_checkpoint(args.resume)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    set_local_rank(args.local_rank)
+    cfg = build_cfg(args)
+    runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
+    runner.train()
+    print(f"work dir: {osp.abspath(cfg.work_dir)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Train a segmentor with mmengine's Runner (mmseg 1.x configs).
+
+    python segmentation/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+
+``--resume`` without a value continues from the newest checkpoint in the work dir;
+with a value, from that checkpoint (weights, optimizer, schedulers, iteration)."""
+
+from __future__ import annotations
+
+import argparse
+
+import mmseg_custom  # noqa: F401 - registrations and checkpoint shims, also for configs without custom_imports
+from mmengine.config import DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from dense_common.cli import check_checkpoint, default_work_dir, load_config, set_local_rank
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a segmentor (InternImage, mmseg 1.x)")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                        help="resume from CKPT, or (no value) from the latest checkpoint in the work dir")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (AmpOptimWrapper)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
+                        help="override config entries, e.g. train_cfg.max_iters=1000")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)  # set by older launchers
+    args = parser.parse_args(argv)
+    set_local_rank(args.local_rank)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
+    cfg.launcher = args.launcher
+    if args.amp:
+        if cfg.optim_wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
+            print_log("AMP is already enabled in the config", logger="current")
+        else:
+            cfg.optim_wrapper.type = "AmpOptimWrapper"
+            cfg.optim_wrapper.loss_scale = "dynamic"
+    if args.resume == "auto":
+        cfg.resume = True
+        cfg.load_from = None  # mmengine: resume + load_from=None -> newest checkpoint in work_dir
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = check_checkpoint(args.resume)
+    Runner.from_cfg(cfg).train()
+
+
+if __name__ == "__main__":
+    main()
