@@ -18,6 +18,15 @@ if str(DETECTION) not in sys.path:
 
 
 @pytest.fixture(autouse=True)
+def _mmdet_scope():
+    """mmengine's default registry scope is process-global: tests of another tree (mmseg)
+    leave theirs current, and builds would then look up 'mmseg::' registries."""
+    from mmengine.registry import init_default_scope
+
+    init_default_scope("mmdet")
+
+
+@pytest.fixture(autouse=True)
 def _one_thread():
     """One intra-op thread in these tests: on the shared 2-core CI machine, two OpenMP
     threads spinning at barriers while the other core is busy run ~10x slower."""
