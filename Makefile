@@ -12,10 +12,13 @@ bootstrap:
 demo: bootstrap
 	$(PY) -m classification.demo_digits
 
-# Benchmarks: DCNv3 kernels vs the reference; InternImage-T vs ConvNeXt-T.
+# Benchmarks: DCNv3 kernels vs the reference; InternImage-T vs ConvNeXt-T; Mask R-CNN and
+# UperNet InternImage-T vs their R50 versions.
 bench: bootstrap
 	$(PY) -m ops_dcnv3.benchmark
 	$(PY) -m classification.benchmark
+	$(PY) detection/benchmark.py
+	$(PY) segmentation/benchmark.py
 
 # pytest exit code 5 means "collected nothing": say so instead of failing obscurely.
 test: bootstrap
