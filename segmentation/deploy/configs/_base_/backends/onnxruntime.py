@@ -1,1 +1,0 @@
-backend_config = dict(type='onnxruntime')
