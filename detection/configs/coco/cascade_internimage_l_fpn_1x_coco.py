@@ -1,15 +1,6 @@
 # Cascade Mask R-CNN InternImage-L FPN, 1x schedule, COCO.
-_base_ = ['../_base_/models/cascade_internimage_fpn.py', '../_base_/internimage_1x.py']
+_base_ = ['../_base_/models/cascade_internimage_l_fpn.py', '../_base_/internimage_1x.py']
 pretrained = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/internimage_l_22k_192to384.pth'
-model = dict(
-    backbone=dict(
-        channels=160,
-        depths=[5, 5, 22, 5],
-        groups=[10, 20, 40, 80],
-        drop_path_rate=0.4,
-        offset_scale=2.0,
-        post_norm=True,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[160, 320, 640, 1280]))
+model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
 optim_wrapper = dict(
     paramwise_cfg=dict(num_layers=37, layer_decay_rate=0.94, depths=[5, 5, 22, 5]))

@@ -1,16 +1,7 @@
 # Cascade Mask R-CNN InternImage-L FPN, 3x schedule (multi-scale + crop), COCO.
-_base_ = ['../_base_/models/cascade_internimage_fpn.py', '../_base_/internimage_3x.py']
+_base_ = ['../_base_/models/cascade_internimage_l_fpn.py', '../_base_/internimage_3x.py']
 pretrained = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/internimage_l_22k_192to384.pth'
-model = dict(
-    backbone=dict(
-        channels=160,
-        depths=[5, 5, 22, 5],
-        groups=[10, 20, 40, 80],
-        drop_path_rate=0.4,
-        offset_scale=2.0,
-        post_norm=True,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[160, 320, 640, 1280]))
+model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
 # trained on 32 GPUs x 2 images (batch 64), lr 2e-4, with an EMA of the weights
 optim_wrapper = dict(
     optimizer=dict(lr=0.0002),

@@ -1,16 +1,7 @@
 # Cascade Mask R-CNN InternImage-XL FPN, 3x schedule (multi-scale + crop), COCO.
-_base_ = ['../_base_/models/cascade_internimage_fpn.py', '../_base_/internimage_3x.py']
+_base_ = ['../_base_/models/cascade_internimage_xl_fpn.py', '../_base_/internimage_3x.py']
 pretrained = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/internimage_xl_22k_192to384.pth'
-model = dict(
-    backbone=dict(
-        channels=192,
-        depths=[5, 5, 24, 5],
-        groups=[12, 24, 48, 96],
-        drop_path_rate=0.6,
-        offset_scale=2.0,
-        post_norm=True,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[192, 384, 768, 1536]))
+model = dict(backbone=dict(drop_path_rate=0.6, init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
 # trained on 32 GPUs x 2 images (batch 64), lr 2e-4, with an EMA of the weights
 optim_wrapper = dict(
     optimizer=dict(lr=0.0002),

@@ -1,15 +1,6 @@
 # Mask R-CNN InternImage-B FPN, 1x schedule, COCO.
-_base_ = ['../_base_/models/mask_rcnn_internimage_fpn.py', '../_base_/internimage_1x.py']
+_base_ = ['../_base_/models/mask_rcnn_internimage_b_fpn.py', '../_base_/internimage_1x.py']
 pretrained = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/internimage_b_1k_224.pth'
-model = dict(
-    backbone=dict(
-        channels=112,
-        depths=[4, 4, 21, 4],
-        groups=[7, 14, 28, 56],
-        drop_path_rate=0.4,
-        offset_scale=1.0,
-        post_norm=True,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[112, 224, 448, 896]))
+model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
 optim_wrapper = dict(
     paramwise_cfg=dict(num_layers=33, layer_decay_rate=1.0, depths=[4, 4, 21, 4]))

@@ -36,24 +36,11 @@ model = dict(
     ]))
 
 data_root = 'data/CrowdHuman/'
-multi_scales = [(1333, short) for short in range(480, 801, 32)]
+# internimage_3x.py's multi-scale + crop pipeline, boxes only
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    *_base_.train_pipeline[:1],
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomChoice',
-        transforms=[
-            [dict(type='RandomChoiceResize', scales=multi_scales, keep_ratio=True)],
-            [
-                dict(type='RandomChoiceResize', scales=[(1333, 400), (1333, 500), (1333, 600)],
-                     keep_ratio=True),
-                dict(type='RandomCrop', crop_type='absolute_range', crop_size=(384, 600),
-                     allow_negative_crop=True),
-                dict(type='RandomChoiceResize', scales=multi_scales, keep_ratio=True),
-            ],
-        ]),
-    dict(type='PackDetInputs'),
+    *_base_.train_pipeline[2:],
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),

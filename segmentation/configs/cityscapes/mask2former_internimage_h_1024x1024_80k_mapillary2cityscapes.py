@@ -21,10 +21,5 @@ model = dict(
         num_classes=num_classes,
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(512, 512)))
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    constructor='CustomLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(num_layers=50, layer_decay_rate=0.95, depths=[6, 6, 32, 6], offset_lr_scale=1.0),
-    clip_grad=dict(max_norm=0.1, norm_type=2))
+optim_wrapper = dict(optimizer=dict(lr=1e-5), clip_grad=dict(max_norm=0.1, norm_type=2))
 train_cfg = dict(val_interval=2000)

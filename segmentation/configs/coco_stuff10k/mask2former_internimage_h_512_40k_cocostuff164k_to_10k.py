@@ -18,11 +18,6 @@ model = dict(
     backbone=dict(init_cfg=None),  # weights come from load_from
     decode_head=dict(
         num_classes=num_classes,
-        loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
-    test_cfg=dict(mode='whole'))
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    constructor='CustomLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(num_layers=50, layer_decay_rate=0.95, depths=[6, 6, 32, 6], offset_lr_scale=1.0))
+        loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])))
+optim_wrapper = dict(optimizer=dict(lr=1e-5))
 train_cfg = dict(val_interval=2000)

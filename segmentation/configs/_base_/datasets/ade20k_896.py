@@ -1,23 +1,20 @@
 # ADE20K, 896x896 crops (mmseg's ADE20K set-up), as the published configs: 1 image per
-# GPU, and test images resized to the test scale then to a multiple of 32.
-_base_ = ['mmseg::_base_/datasets/ade20k.py']
+# GPU, and test images resized to the test scale then to a multiple of 32. ade20k_512.py
+# with the crop-size-dependent steps restated (a child's crop_size does not re-evaluate
+# the base's pipelines).
+_base_ = ['./ade20k_512.py']
 crop_size = (896, 896)
 scale = (3584, 896)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    *_base_.train_pipeline[:2],
     dict(type='RandomResize', scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
+    *_base_.train_pipeline[4:],
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    *_base_.test_pipeline[:1],
     dict(type='Resize', scale=scale, keep_ratio=True),
-    dict(type='ResizeToMultiple', size_divisor=32),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
+    *_base_.test_pipeline[2:],
 ]
 train_dataloader = dict(batch_size=1, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))

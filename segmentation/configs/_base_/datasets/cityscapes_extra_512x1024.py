@@ -1,18 +1,10 @@
 # Cityscapes fine train + the 20k coarse "train_extra" images with refined labels
 # (refinement_final/), 512x1024 crops, 2 images per GPU; validation on fine val.
+# The training pipeline is mmseg's Cityscapes one (cityscapes_512x1024.py).
 _base_ = ['./cityscapes_512x1024.py']
 dataset_type = 'CityscapesDataset'
 data_root = 'data/cityscapes/'
-crop_size = (512, 1024)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
+train_pipeline = _base_.train_dataloader.dataset.pipeline
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,

@@ -1,24 +1,20 @@
 # COCO-Stuff-10k (171 classes; label 0 is "unlabelled", hence reduce_zero_label),
 # 512x512 crops, 1 image per GPU; test images resized to 2048x512 then to a multiple of 32.
-_base_ = ['mmseg::_base_/datasets/coco-stuff10k.py']
-crop_size = (512, 512)
-scale = (2048, 512)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=scale, keep_ratio=True),
-    dict(type='ResizeToMultiple', size_divisor=32),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(batch_size=1, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+# The ADE20K 512 set-up (ade20k_512.py: same pipelines) on mmseg's COCO-Stuff-10k dataset.
+_base_ = ['./ade20k_512.py']
+dataset_type = 'COCOStuffDataset'
+data_root = 'data/coco_stuff10k'
+train_dataloader = dict(
+    batch_size=1,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        reduce_zero_label=True,
+        data_prefix=dict(img_path='images/train2014', seg_map_path='annotations/train2014')))
+val_dataloader = dict(
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        reduce_zero_label=True,
+        data_prefix=dict(img_path='images/test2014', seg_map_path='annotations/test2014')))
 test_dataloader = val_dataloader

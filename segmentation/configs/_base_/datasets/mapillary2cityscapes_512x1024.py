@@ -1,18 +1,14 @@
 # Mapillary Vistas v1.2 (training + validation images) with labels mapped onto Cityscapes'
 # 19 classes (MapillaryCityscapesDataset, mmseg_custom), 512x1024 crops, 2 images per GPU;
-# validated on Cityscapes val, as the published Mapillary pre-training.
+# validated on Cityscapes val, as the published Mapillary pre-training: mmseg's Cityscapes
+# pipeline (cityscapes_512x1024.py) with scale jitter 0.5-1.0.
 _base_ = ['./cityscapes_512x1024.py']
 dataset_type = 'MapillaryCityscapesDataset'
 data_root = 'data/Mapillary/'
-crop_size = (512, 1024)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    *_base_.train_dataloader.dataset.pipeline[:2],
     dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 1.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
+    *_base_.train_dataloader.dataset.pipeline[3:],
 ]
 train_dataloader = dict(
     dataset=dict(

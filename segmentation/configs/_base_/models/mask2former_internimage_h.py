@@ -3,6 +3,7 @@
 # 8/16/32) and 9-layer transformer decoder. Configs set num_classes, the class weights
 # (the no-object class weighs 0.1), the crop size and the test mode; fine-tuning configs
 # replace the ImageNet backbone (init_cfg) by a published dense checkpoint (load_from).
+# The optimiser is the published AdamW with layer-wise lr decay (configs set lr/clip_grad).
 data_preprocessor = dict(
     type='SegDataPreProcessor',
     mean=[123.675, 116.28, 103.53],
@@ -108,3 +109,8 @@ model = dict(
             sampler=dict(type='mmdet.MaskPseudoSampler'))),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-5, betas=(0.9, 0.999), weight_decay=0.05),
+    constructor='CustomLayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(num_layers=50, layer_decay_rate=0.95, depths=[6, 6, 32, 6], offset_lr_scale=1.0))

@@ -5,6 +5,9 @@
 # so the file runs in any onnxruntime - mmdeploy's ORTWrapper and SDK, C++, other
 # languages - without a custom-op library. The published opset 11 is kept for TensorRT,
 # where DCNv3 is the TRTDCNv3 plugin node.
-_base_ = ['../_base_/base_instance-seg_static.py', '../../../../../dense_common/deploy_configs/backends/onnxruntime.py']
+_base_ = [
+    '../_base_/base_instance-seg_static.py',
+    '../../../../../dense_common/deploy_configs/backends/onnxruntime.py',
+]
 
 onnx_config = dict(opset_version=16, dcnv3_form='portable')
