@@ -11,7 +11,7 @@ from mmengine.config import Config
 
 def fail(message: str) -> SystemExit:
     """A ``SystemExit`` carrying ``message`` (argparse-style: ``raise fail(...)`` prints it
-    without a traceback and exits with status 2)."""
+    without a traceback and exits with status 1)."""
     return SystemExit(f"error: {message}")
 
 
