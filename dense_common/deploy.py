@@ -31,17 +31,16 @@ import logging
 import os
 import os.path as osp
 import shlex
-import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from classification.export import TRT_PLUGIN_LIB, tensorrt_available
+from classification.export import TRT_PLUGIN_LIB, median_ms, tensorrt_available
 from dense_common import stack_compat
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -144,16 +143,6 @@ def graph_summary(path: str) -> dict[str, Any]:
         "grid_sample_nodes": sum(n.op_type == "GridSample" for n in model.graph.node),
         "custom_ops": custom,
     }
-
-
-def _median_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -278,12 +267,12 @@ def check_onnx(onnx_path: str, deploy_cfg: Any, model_cfg: Any, checkpoint: str,
         got = dict(zip(output_names, session.run(output_names, feed)))
         result = {"image": img, "input_shape": list(inputs.shape), **compare(expected, got)}
         if runs > 0:
-            result["onnx_ms"] = _median_ms(lambda: session.run(output_names, feed), runs)  # noqa: B023
+            result["onnx_ms"] = median_ms(lambda: session.run(output_names, feed), runs, warmup=1)  # noqa: B023
         results.append(result)
     session = None  # closed before PyTorch is timed
     if runs > 0:
         for result, (_, inputs, samples, _) in zip(results, cases):
-            result["torch_ms"] = _median_ms(lambda: reference(inputs, samples), runs)  # noqa: B023
+            result["torch_ms"] = median_ms(lambda: reference(inputs, samples), runs, warmup=1)  # noqa: B023
     return results
 
 
