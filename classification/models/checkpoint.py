@@ -1,4 +1,8 @@
-"""Pretrained-weight loading for InternImage (not training-state checkpoints).
+"""Reading checkpoint files safely, and pretrained-weight loading for InternImage.
+
+``read_checkpoint`` is the one function in the repository that reads a checkpoint file
+(weights-only unpickling with a short allowlist, safetensors, an explicit opt-in for a
+full unpickle; see the section "reading files").
 
 Published checkpoints come in a few wrappings: classification ones as ``{'model': sd}``,
 detection/segmentation ones as ``{'state_dict': sd}`` with the trunk under ``backbone.``,
@@ -12,10 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import warnings
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
@@ -94,40 +101,331 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "backbone
     return out
 
 
-def read_state_dict(path_or_url: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The flat state_dict of a checkpoint file or URL (see ``unwrap_state_dict``).
+# ----------------------------------------------------------------------------- reading files
+# The one place in the repository that reads a checkpoint file (``read_checkpoint``).
+#
+# A pickle can name any importable callable and have the loader call it, so a downloaded
+# ``.pth`` can run code when it is unpickled. Files are therefore read with torch's
+# weights-only unpickler, which builds only tensors, containers and plain values, plus the
+# few extra types listed in ``_ALLOWED_GLOBALS``: exactly what our trainers, mmengine,
+# DeepSpeed, accelerate and the published checkpoints store. Anything else is refused with
+# ``UntrustedCheckpointError``; a full unpickle needs an explicit opt-in (``trust=True``,
+# ``INTERNIMAGE_TRUST_CHECKPOINTS=1`` or a script's ``--trust-checkpoint``).
 
-    Loads with ``weights_only=True``; a local file holding other pickled objects is re-read
-    with ``weights_only=False`` after a warning (URLs never are: they are not trusted)."""
-    source = os.fspath(path_or_url)
-    if _is_url(source):
+TRUST_ENV = "INTERNIMAGE_TRUST_CHECKPOINTS"
+TRUST_FLAG = "--trust-checkpoint"
+SAFETENSORS_SUFFIX = ".safetensors"
+_MAX_ALLOW_ROUNDS = 64  # legacy (non-zip) files reveal their globals one refusal at a time
+
+
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """A checkpoint needs objects that a weights-only load refuses (they could run code).
+
+    A subclass of ``pickle.UnpicklingError`` — what ``torch.load(weights_only=True)`` raises
+    for the same file — so callers that already catch that keep working. ``path`` is the
+    file, ``types`` the refused globals (``module.name``) as far as they could be found."""
+
+    def __init__(self, path: str, types: list[str], detail: str = "") -> None:
+        self.path = path
+        self.types = list(types)
+        what = ", ".join(self.types) if self.types else (detail or "objects other than tensors")
+        super().__init__(
+            f"{path}: refusing to unpickle {what} (a weights-only load allows tensors, containers, "
+            f"numbers, strings and the types InternImage's trainers write; these could run code). "
+            f"If you trust this file, set {TRUST_ENV}=1 or pass {TRUST_FLAG} to load it in full; "
+            f"prefer .safetensors files.")
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that cannot be read at all (truncated, not a checkpoint, ...)."""
+
+
+def trust_from_environment() -> bool:
+    """True when ``INTERNIMAGE_TRUST_CHECKPOINTS=1`` asks for full unpickling."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def add_trust_argument(parser: Any) -> None:
+    """Adds ``--trust-checkpoint`` to an argparse parser (see ``apply_trust_argument``)."""
+    parser.add_argument(TRUST_FLAG, dest="trust_checkpoint", action="store_true",
+                        help="load checkpoints in full (arbitrary pickled objects; this can run code "
+                             f"from the file): only for files you trust. Same as {TRUST_ENV}=1")
+
+
+def apply_trust_argument(trust_checkpoint: bool) -> None:
+    """``--trust-checkpoint`` given: sets ``INTERNIMAGE_TRUST_CHECKPOINTS=1`` for this process
+    and the processes it starts (data workers, launchers), so every reader sees it."""
+    if trust_checkpoint:
+        os.environ[TRUST_ENV] = "1"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _history_buffer_method(owner: Any, name: str) -> Any:
+    """Stands in for ``builtins.getattr`` during a weights-only load. mmengine's
+    HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer, 'min')`` etc.;
+    rather than allowing getattr on anything a file names, only public methods of
+    HistoryBuffer are handed out."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    method = getattr(owner, name, None) if owner is HistoryBuffer and not name.startswith("_") else None
+    if not callable(method):
+        raise pickle.UnpicklingError(f"weights-only load: refusing getattr({owner!r}, {name!r})")
+    return method
+
+
+def _import(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def _numpy_core(name: str) -> Any:
+    try:  # numpy >= 2 moved the pickling helpers to numpy._core
+        return _import("numpy._core.multiarray", name)
+    except ImportError:  # pragma: no cover - numpy 1.x
+        return _import("numpy.core.multiarray", name)
+
+
+# Globals a checkpoint may name, each resolved (imported) only when a file names it, so that
+# reading a plain file imports nothing extra. Values are resolvers returning the object.
+_ALLOWED_GLOBALS: dict[str, Callable[[], Any]] = {
+    # configs pickled next to the weights by yacs-based trainers (published Swin-style ones)
+    "yacs.config.CfgNode": lambda: _import("yacs.config", "CfgNode"),
+    # argparse namespaces pickled by older trainers and converters
+    "argparse.Namespace": lambda: _import("argparse", "Namespace"),
+    # numpy scalars and arrays (metrics, RNG states); numpy 1.x files name numpy.core
+    "numpy.ndarray": lambda: _import("numpy", "ndarray"),
+    "numpy.dtype": lambda: _import("numpy", "dtype"),
+    "numpy._core.multiarray._reconstruct": lambda: _numpy_core("_reconstruct"),
+    "numpy._core.multiarray.scalar": lambda: _numpy_core("scalar"),
+    "numpy.core.multiarray._reconstruct": lambda: _numpy_core("_reconstruct"),
+    "numpy.core.multiarray.scalar": lambda: _numpy_core("scalar"),
+    # mmengine's message hub (dense training state); getattr only on HistoryBuffer methods
+    "mmengine.logging.history_buffer.HistoryBuffer":
+        lambda: _import("mmengine.logging.history_buffer", "HistoryBuffer"),
+    "builtins.getattr": lambda: _history_buffer_method,
+}
+
+
+def _resolve_allowed(name: str) -> Any | None:
+    """The allowlisted object for a pickled global ``module.name`` (as a ``(obj, name)``
+    pair when the object lives under another name), or None when it is not allowlisted."""
+    resolver = _ALLOWED_GLOBALS.get(name)
+    obj = None
+    if resolver is not None:
         try:
-            obj = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise RuntimeError(f"could not load a checkpoint from {source}: "
-                               f"{type(error).__name__}: {error}") from error
-        return unwrap_state_dict(obj, source)
-    path = Path(source).expanduser()
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"checkpoint file {str(path)!r} {what}")
+            obj = resolver()
+        except ImportError:
+            return None
+    elif name.startswith("numpy.dtypes."):  # numpy >= 1.25 pickles dtypes by their class
+        import numpy as np
+
+        candidate = getattr(getattr(np, "dtypes", None), name.rsplit(".", 1)[1], None)
+        obj = candidate if isinstance(candidate, type) and issubclass(candidate, np.dtype) else None
+    if obj is None:
+        return None
+    if name == "numpy.dtype":  # a dtype is built as an instance of its numpy.dtypes class
+        import numpy as np
+
+        return [obj, *(cls for cls in vars(getattr(np, "dtypes", object)).values()
+                       if isinstance(cls, type) and issubclass(cls, np.dtype))]
+    own_name = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+    return obj if own_name == name else (obj, name)
+
+
+def _globals_in_pickles(path: Path, max_pickles: int = 5) -> set[str]:
+    """Globals named by the pickles at the start of a non-zip file (a legacy torch.save
+    file is a few pickles in a row, a plain ``pickle.dump`` one), found by disassembling
+    them, not running them; stops quietly at the first thing that is not a pickle."""
+    import pickletools
+
+    found: set[str] = set()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only load failed" not in str(error).lower():
-            raise RuntimeError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
-        # Old trainers pickled extra objects (configs, argparse namespaces) next to the weights.
-        warnings.warn(f"{path} holds objects other than tensors; loading it with weights_only=False "
-                      "(only do this for files you trust)", stacklevel=2)
+        with open(path, "rb") as f:
+            for _ in range(max_pickles):
+                # STACK_GLOBAL takes module and name from the stack: follow the values pushed
+                # (strings directly or through the memo) just far enough to name it.
+                pushed: list[str | None] = []
+                memo: dict[int, str | None] = {}
+                for opcode, arg, _pos in pickletools.genops(f):
+                    name = opcode.name
+                    if name in ("GLOBAL", "INST"):
+                        found.add(str(arg).replace(" ", "."))
+                        pushed.append(None)
+                    elif name == "STACK_GLOBAL":
+                        if len(pushed) >= 2 and pushed[-2] and pushed[-1]:
+                            found.add(f"{pushed[-2]}.{pushed[-1]}")
+                        pushed.append(None)
+                    elif name == "MEMOIZE":
+                        memo[len(memo)] = pushed[-1] if pushed else None
+                    elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                        memo[int(arg)] = pushed[-1] if pushed else None
+                    elif name in ("GET", "BINGET", "LONG_BINGET"):
+                        pushed.append(memo.get(int(arg)))
+                    else:
+                        pushed.append(arg if isinstance(arg, str) else None)
+    except Exception:  # noqa: BLE001 - raw tensor bytes or garbage follow: nothing more to scan
+        pass
+    # protocol <= 2 pickles name builtins as __builtin__
+    return {name.replace("__builtin__.", "builtins.", 1) for name in found}
+
+
+def _globals_named_in(path: Path) -> set[str]:
+    """The globals a file's pickles name that torch does not allow by default, read
+    without unpickling (for a legacy file as far as a static scan finds them)."""
+    if zipfile.is_zipfile(path):
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error2:
-            raise RuntimeError(f"{path} is not a readable PyTorch checkpoint: "
-                               f"{type(error2).__name__}: {error2}") from error2
-    except Exception as error:  # garbage or truncated files raise KeyError/EOFError/RuntimeError
-        raise RuntimeError(f"{path} is not a readable PyTorch checkpoint "
-                           f"({type(error).__name__}: {error})") from error
-    return unwrap_state_dict(obj, str(path))
+            return set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # noqa: BLE001 - a damaged archive: the load itself reports it
+            return set()
+    from torch import _weights_only_unpickler
+
+    default = set(_weights_only_unpickler._get_allowed_globals())
+    return {name for name in _globals_in_pickles(path) if name not in default}
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+?)(?: was not an allowed global| whose module)")
+_REFUSED_BUILD = re.compile(r"(?:Can only|Trying to call reduce|unsupported GLOBAL|Unsupported global)")
+
+
+def _refused_global(message: str) -> str | None:
+    match = _REFUSED_GLOBAL.search(message)
+    if not match:
+        return None
+    name = match.group(1)
+    return name if "." in name else f"builtins.{name}"  # torch drops the 'builtins.' prefix
+
+
+def _class_names_in(message: str) -> list[str]:
+    return re.findall(r"<(?:class|function|built-in function) '?([\w.]+)'?", message)
+
+
+def _torch_load(path: Path, map_location: Any, weights_only: bool) -> Any:
+    return torch.load(path, map_location=map_location, weights_only=weights_only)
+
+
+def _read_pickled(path: Path, map_location: Any) -> Any:
+    """Weights-only load of ``path`` with the allowlist; ``UntrustedCheckpointError`` for
+    anything beyond it, ``CheckpointReadError`` for a file that is not a checkpoint."""
+    named = _globals_named_in(path)
+    allowed: dict[str, Any] = {}
+    if named:
+        refused = []
+        for name in sorted(named):
+            obj = _resolve_allowed(name)
+            if obj is None:
+                refused.append(name)
+            else:
+                allowed[name] = obj
+        if refused:  # refused before a single object is built
+            raise UntrustedCheckpointError(str(path), refused)
+    for _ in range(_MAX_ALLOW_ROUNDS):
+        try:
+            safe = [g for entry in allowed.values() for g in (entry if isinstance(entry, list) else [entry])]
+            with torch.serialization.safe_globals(safe):
+                return _torch_load(path, map_location, True)
+        except pickle.UnpicklingError as error:
+            message = str(error)
+            detail = message.split("WeightsUnpickler error:", 1)[-1]
+            name = _refused_global(message)
+            # A legacy file names its globals one refusal at a time, and objects built by an
+            # allowed callable (numpy's dtype(...) gives a Float64DType) are checked only
+            # when built: allow an allowlisted type and read again.
+            names = [name] if name is not None else _class_names_in(detail)
+            if len(names) == 1 and names[0] not in allowed:
+                obj = _resolve_allowed(names[0])
+                if obj is not None:
+                    allowed[names[0]] = obj
+                    continue
+            if names or _REFUSED_BUILD.search(message):
+                raise UntrustedCheckpointError(str(path), names, _one_line(detail, 160)) from None
+            raise CheckpointReadError(f"{path} is not a readable PyTorch checkpoint "
+                                      f"({_one_line(message.split('WeightsUnpickler error:', 1)[-1])})"
+                                      ) from None
+        except (UntrustedCheckpointError, CheckpointReadError):
+            raise
+        except Exception as error:  # truncated/garbage files raise EOFError, RuntimeError, ...
+            raise CheckpointReadError(f"{path} is not a readable PyTorch checkpoint "
+                                      f"({type(error).__name__}: {_one_line(error)})") from None
+    raise UntrustedCheckpointError(str(path), sorted(allowed), "too many pickled types")
+
+
+def _is_safetensors(path: Path) -> bool:
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return True
+    # safetensors files start with an 8-byte header length and a JSON header
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and not zipfile.is_zipfile(path)
+
+
+def _read_safetensors(path: Path, map_location: Any) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    device = map_location if isinstance(map_location, (str, int)) else (
+        str(map_location) if isinstance(map_location, torch.device) else "cpu")
+    try:
+        return load_file(str(path), device=device)
+    except Exception as error:  # SafetensorError, OSError: header or data damaged
+        raise CheckpointReadError(f"{path} is not a readable safetensors file "
+                                  f"({type(error).__name__}: {_one_line(error)})") from None
+
+
+def _download(url: str) -> Path:
+    """The torch.hub cache copy of ``url`` (downloaded once, like load_state_dict_from_url)."""
+    from urllib.parse import urlparse
+
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    cached = folder / os.path.basename(urlparse(url).path)
+    if not cached.is_file():
+        try:
+            torch.hub.download_url_to_file(url, str(cached), progress=False)
+        except Exception as error:
+            raise CheckpointReadError(f"could not download a checkpoint from {url} "
+                                      f"({type(error).__name__}: {_one_line(error)})") from error
+    return cached
+
+
+def read_checkpoint(path: str | os.PathLike, *, trust: bool | None = None,
+                    map_location: Any = "cpu") -> Any:
+    """Reads a checkpoint file (or URL, downloaded to the torch.hub cache first) safely.
+
+    ``.safetensors`` files (or files with a safetensors header) come back as a dict of
+    tensors. Other files are read by ``torch.load(weights_only=True)`` with the allowlist of
+    types our trainers and the published checkpoints hold (yacs ``CfgNode``,
+    ``argparse.Namespace``, numpy arrays/scalars/dtypes, mmengine ``HistoryBuffer``); a file
+    needing anything else raises ``UntrustedCheckpointError`` naming the file, the types and
+    the opt-in. ``trust=True`` (``None``: ``INTERNIMAGE_TRUST_CHECKPOINTS=1``) does a full
+    unpickle instead — only for files you trust. A missing path or a directory raises
+    ``FileNotFoundError``, a file that is no checkpoint ``CheckpointReadError``, each a
+    single line naming the file."""
+    source = os.fspath(path)
+    file = _download(source) if _is_url(source) else Path(source).expanduser()
+    if not file.is_file():
+        what = "is a directory, not a file" if file.is_dir() else "does not exist"
+        raise FileNotFoundError(f"checkpoint file {str(file)!r} {what}")
+    if _is_safetensors(file):
+        return _read_safetensors(file, map_location)
+    if trust if trust is not None else trust_from_environment():
+        try:
+            return _torch_load(file, map_location, False)
+        except Exception as error:
+            raise CheckpointReadError(f"{file} is not a readable PyTorch checkpoint "
+                                      f"({type(error).__name__}: {_one_line(error)})") from None
+    return _read_pickled(file, map_location)
+
+
+def read_state_dict(path_or_url: str | os.PathLike, *, trust: bool | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """The flat state_dict of a checkpoint file or URL (``read_checkpoint`` then
+    ``unwrap_state_dict``)."""
+    source = os.fspath(path_or_url)
+    return unwrap_state_dict(read_checkpoint(source, trust=trust), source)
 
 
 def read_class_map(path: str | os.PathLike, num_rows: int = NUM_CLASSES_22K) -> torch.Tensor:
@@ -277,5 +575,7 @@ def load_pretrained(model: nn.Module, checkpoint: str | os.PathLike | Mapping, *
     return report
 
 
-__all__ = ["LoadReport", "load_pretrained", "read_class_map", "read_state_dict", "reset_head",
-           "strip_prefix", "unwrap_state_dict"]
+__all__ = ["TRUST_ENV", "TRUST_FLAG", "CheckpointReadError", "LoadReport", "UntrustedCheckpointError",
+           "add_trust_argument", "apply_trust_argument", "load_pretrained", "read_checkpoint",
+           "read_class_map", "read_state_dict", "reset_head", "strip_prefix", "trust_from_environment",
+           "unwrap_state_dict"]
