@@ -3,7 +3,9 @@ extension (C++ CPU kernels always; CUDA kernels when a toolkit is found or
 ``FORCE_CUDA=1``; ``WITH_CUDA=0`` skips them) and the task trees' Python packages.
 
 Build against the installed torch: ``pip install --no-build-isolation .`` (or
-``python setup.py build_ext --inplace`` for a checkout, as tools/bootstrap.sh does).
+``python setup.py build_ext --inplace --build-temp build/inplace`` for a checkout, as
+tools/bootstrap.sh does: its own build folder, so a ``pip install .`` in between does not
+invalidate the incremental ninja build).
 """
 
 from __future__ import annotations
@@ -55,10 +57,19 @@ def _extensions():
     with_cuda = _want_cuda(cuda_home)
     if with_cuda and cuda_home:
         os.environ["CUDA_HOME"] = cuda_home
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError:
+        # The extension compiles against the torch that will run it, so torch comes first.
+        sys.exit("error: PyTorch is not installed. Install it first (pip install torch==2.14.1, see "
+                 "requirements/core.txt), then: pip install --no-build-isolation .")
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sources = [os.path.join(CSRC, "dcnv3.cpp")] + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    # Headers as dependencies: without --force, build_ext rebuilds only when a source or header
+    # is newer than the built library, and ninja then recompiles only what changed.
+    depends = sorted(glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True)
+                     + glob.glob(os.path.join(CSRC, "**", "*.cuh"), recursive=True))
     # -fopenmp: at::parallel_for is a header template that only runs in parallel when
     # the extension itself is compiled with OpenMP.
     # -fno-trapping-math lets GCC if-convert (and so vectorise) the branch-free sampling
@@ -73,11 +84,11 @@ def _extensions():
         extra["nvcc"] = ["-O3", "--use_fast_math"]
         ext = CUDAExtension(
             "ops_dcnv3._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"],
-            include_dirs=[os.path.join(ROOT, CSRC)] + _nvidia_wheel_includes(),
+            include_dirs=[os.path.join(ROOT, CSRC)] + _nvidia_wheel_includes(), depends=depends,
         )
     else:
         ext = CppExtension("ops_dcnv3._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"],
-                           include_dirs=[os.path.join(ROOT, CSRC)])
+                           include_dirs=[os.path.join(ROOT, CSRC)], depends=depends)
     print(f"ops_dcnv3: building CPU kernels{' and CUDA kernels' if with_cuda else ''}")
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from classification.output_root import default_output
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -195,7 +197,7 @@ def update_config(config: CN, args: argparse.Namespace | None) -> CN:
     config.LOCAL_RANK = int(os.environ.get("LOCAL_RANK", config.LOCAL_RANK))
     # <output>/<config stem>/<tag>
     stem = os.path.splitext(os.path.basename(args.cfg))[0] if _arg(args, "cfg") else config.MODEL.NAME
-    config.OUTPUT = os.path.join(config.OUTPUT or "output", stem, config.TAG)
+    config.OUTPUT = os.path.join(config.OUTPUT or default_output("classification"), stem, config.TAG)
     config.freeze()
     return config
 

@@ -1,6 +1,6 @@
 """The main job: train InternImage on real handwritten digits, offline, in minutes.
 
-    python -m classification.demo_digits [--output runs/digits] [--budget-s 600]
+    python -m classification.demo_digits [--output DIR] [--budget-s 600]   # DIR: ~/internimage-output/digits
 
 1. exports scikit-learn's digits (1797 real 8x8 scans) to a class-folder dataset
    (fixed, stratified 80/20 train/val split; 32x32 RGB PNGs);
@@ -22,6 +22,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python classification/demo_digits.py` from anywhere
     sys.path.insert(0, str(ROOT))
+
+from classification.output_root import default_output  # noqa: E402
 
 CONFIG = ROOT / "classification" / "configs" / "demo" / "internimage_nano_digits.yaml"
 IMG_SIZE = 32
@@ -71,8 +73,9 @@ def classify_photo(checkpoint: Path, config_path: Path, top: int = 5) -> list[tu
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default=str(ROOT / "runs" / "digits"),
-                        help="dataset and training outputs go here")
+    parser.add_argument("--output", default=default_output("digits"),
+                        help="dataset and training outputs go here (default: $INTERNIMAGE_OUTPUT/digits, "
+                             "outside the checkout)")
     parser.add_argument("--budget-s", type=float, default=600.0, help="time allowed for training")
     parser.add_argument("--min-accuracy", type=float, default=90.0, help="required val top-1 (%%)")
     parser.add_argument("--opts", nargs="+", default=[], help="config overrides KEY VALUE ...")

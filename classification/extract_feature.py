@@ -16,6 +16,7 @@ if __package__ in (None, ""):  # run as a script: make `classification` importab
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -26,6 +27,7 @@ from torch import nn  # noqa: E402
 from classification.config import load_config_file  # noqa: E402
 from classification.models import build_model  # noqa: E402
 from classification.models.checkpoint import load_pretrained  # noqa: E402
+from classification.output_root import default_output  # noqa: E402
 
 _PIL_MODES = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
               "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
@@ -39,8 +41,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="submodules to hook, e.g. patch_embed levels.0.downsample")
     parser.add_argument("--resume", default="", metavar="CKPT", help="weights to load (.pth)")
     parser.add_argument("--save", action="store_true", help="save the features with torch.save")
-    parser.add_argument("--output", default="output/features", metavar="DIR",
-                        help="folder for the saved features (default: output/features)")
+    parser.add_argument("--output", default=None, metavar="DIR",
+                        help="folder for the saved features (default: $INTERNIMAGE_OUTPUT/features, "
+                             "outside the checkout; see classification/output_root.py)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                         help="config overrides, e.g. MODEL.INTERN_IMAGE.CORE_OP DCNv3_pytorch")
@@ -115,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     if args.resume:
         load_pretrained(model, args.resume, strict=True,
                         map22kto1k_path=config.DATA.MAP22KTO1K_PATH or None)
+    else:
+        warnings.warn(f"no --resume: extracting features of {config.MODEL.NAME or 'the model'} with RANDOM "
+                      "weights (fine for checking shapes, meaningless as features)", UserWarning, stacklevel=2)
     model.to(device).eval()
     resolve_modules(model, args.keys)  # fail on a bad key before reading the image
     image = load_image(args.img, config.DATA.IMG_SIZE, config.DATA.INTERPOLATION, config.AUG.MEAN,
@@ -123,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     for key in args.keys:
         print(f"{key}: {_shape(features[key])}" if key in features else f"{key}: (not run by forward)")
     if args.save:
-        out_dir = Path(args.output)
+        out_dir = Path(args.output or default_output("features"))
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{Path(args.img).stem}_features.pth"
         torch.save(features, path)

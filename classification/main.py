@@ -414,6 +414,19 @@ def throughput(
     return value
 
 
+def throughput_without_data(config: CfgNode) -> bool:
+    """--throughput alone needs no dataset: it times random images when DATA.DATA_PATH is unset."""
+    return bool(config.THROUGHPUT_MODE and not config.EVAL_MODE and not config.DATA.DATA_PATH)
+
+
+def synthetic_batches(config: CfgNode) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One batch of DATA.BATCH_SIZE random images at DATA.IMG_SIZE (the timed input of
+    --throughput without --data-path; the cost does not depend on the pixels)."""
+    size = config.DATA.IMG_SIZE
+    images = torch.randn(config.DATA.BATCH_SIZE, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return [(images, torch.zeros(config.DATA.BATCH_SIZE, dtype=torch.long))]
+
+
 def evaluate_only(config: CfgNode, loader_val: Iterable, model: nn.Module, device: torch.device,
                   amp: Amp | None, logger: logging.Logger) -> dict:
     """What --throughput and --eval report, as the result of main()."""
@@ -481,10 +494,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logger: logging.Logger) -> dict:
     only_eval = config.EVAL_MODE or config.THROUGHPUT_MODE
-    dataset_train, dataset_val, loader_train, loader_val, mixup_fn = build_loader(config, train=not only_eval)
-    logger.info(
-        f"val images: {len(dataset_val)}" + (f", train images: {len(dataset_train)}" if dataset_train else "")
-    )
+    if throughput_without_data(config):
+        loader_train, loader_val, mixup_fn = None, synthetic_batches(config), None
+        logger.info(f"no --data-path: timing random {config.DATA.IMG_SIZE}x{config.DATA.IMG_SIZE} images")
+    else:
+        dataset_train, dataset_val, loader_train, loader_val, mixup_fn = build_loader(
+            config, train=not only_eval
+        )
+        logger.info(
+            f"val images: {len(dataset_val)}"
+            + (f", train images: {len(dataset_train)}" if dataset_train else "")
+        )
 
     model = build_model(config)
     frozen = freeze_backbone(model, config.TRAIN.OPTIMIZER.FREEZE_BACKBONE)

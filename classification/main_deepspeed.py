@@ -52,6 +52,8 @@ from classification.main import (  # noqa: E402
     prepare_batch,
     scale_learning_rates,
     seed_everything,
+    synthetic_batches,
+    throughput_without_data,
     validate,
 )
 from classification.models import build_model, is_meta_model  # noqa: E402
@@ -379,7 +381,10 @@ def _load_eval_weights(model: nn.Module, path: str, logger: logging.Logger) -> N
 
 def _evaluate_only(config: CfgNode, device: torch.device, logger: logging.Logger) -> dict:
     """--eval / --throughput: no engine needed; weights from a plain file or a ZeRO dir."""
-    _, dataset_val, _, loader_val, _ = build_loader(config, train=False)
+    if throughput_without_data(config):  # --throughput times random images without a dataset
+        loader_val = synthetic_batches(config)
+    else:
+        _, dataset_val, _, loader_val, _ = build_loader(config, train=False)
     model = build_model(config)
     if config.MODEL.RESUME:
         _load_eval_weights(model, config.MODEL.RESUME, logger)

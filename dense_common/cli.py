@@ -8,6 +8,8 @@ import os.path as osp
 
 from mmengine.config import Config
 
+from classification.output_root import default_output
+
 
 def fail(message: str) -> SystemExit:
     """A ``SystemExit`` carrying ``message`` (argparse-style: ``raise fail(...)`` prints it
@@ -39,12 +41,13 @@ def check_checkpoint(path: str) -> str:
 
 
 def default_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> str:
-    """``--work-dir``, else the config's ``work_dir``, else ``./work_dirs/<config name>``."""
+    """``--work-dir``, else the config's ``work_dir``, else ``$INTERNIMAGE_OUTPUT/work_dirs/<config
+    name>`` (outside the checkout, see classification/output_root.py)."""
     if work_dir:
         return work_dir
     if cfg.get("work_dir"):
         return cfg.work_dir
-    return osp.join("./work_dirs", osp.splitext(osp.basename(config_path))[0])
+    return default_output("work_dirs", osp.splitext(osp.basename(config_path))[0])
 
 
 def set_local_rank(local_rank: int) -> None:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from classification.export import TRT_PLUGIN_LIB, median_ms, tensorrt_available
+from classification.output_root import default_output
 from dense_common import stack_compat
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -49,6 +50,7 @@ DET_TOP_K = 10  # detections compared per image
 DET_MIN_IOU = 0.99  # a top PyTorch detection must have an onnxruntime twin this close...
 DET_SCORE_TOL = 1e-3  # ...with this score difference at most
 SEG_MIN_AGREEMENT = 0.999  # fraction of equal pixels in the label maps
+SEG_SCORE_TOL = 1e-3  # max abs difference of score maps (graphs without argmax)
 EXIT_NO_TENSORRT = 2  # as classification/export.py --trt
 SUMMARY_FILE = "deploy_check.json"  # graph facts and check results, in --work-dir
 
@@ -64,7 +66,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("img", help="image used for the conversion (and the check)")
     parser.add_argument("--test-img", nargs="+", default=None,
                         help="more images to check the backend model on (default: IMG)")
-    parser.add_argument("--work-dir", default=os.getcwd(), help="where the files go")
+    parser.add_argument("--work-dir", default=None,
+                        help="where the files go (default: $INTERNIMAGE_OUTPUT/deploy/<model config name>, "
+                             "outside the checkout)")
     parser.add_argument("--device", default="cpu", help="device for the conversion, e.g. cpu or cuda:0")
     parser.add_argument("--log-level", default="INFO", choices=list(logging._nameToLevel))
     parser.add_argument("--dump-info", action="store_true", help="write the mmdeploy SDK json files")
@@ -191,9 +195,24 @@ def compare_detections(expected: dict[str, np.ndarray], got: dict[str, np.ndarra
             result[key] = max(result[key], float(value))
     result["top"] = [(int(ref_labels[i]), round(float(ref_dets[i, 4]), 4),
                       [round(float(v), 1) for v in ref_dets[i, :4]]) for i in order[:5]]
-    result["ok"] = (result["num_torch"] > 0 and result["matched"] == result["compared"]
-                    and result["max_score_diff"] <= DET_SCORE_TOL)
+    result["problems"] = _detection_problems(result)
+    result["ok"] = not result["problems"]
     return result
+
+
+def _detection_problems(result: dict[str, Any]) -> list[str]:
+    """Why the onnxruntime detections disagree with PyTorch's (empty when they agree). Both
+    finding nothing is agreement (e.g. random weights below the score threshold)."""
+    problems = []
+    if result["num_torch"] == 0 and result["num_onnx"] > 0:
+        problems.append(f"onnxruntime finds {result['num_onnx']} detections where PyTorch finds none")
+    if result["matched"] < result["compared"]:
+        problems.append(f"{result['compared'] - result['matched']} of PyTorch's top {result['compared']} have no "
+                        f"onnxruntime twin of the same label with IoU >= {DET_MIN_IOU} (min IoU "
+                        f"{result['min_iou']:.4f})")
+    if result["max_score_diff"] > DET_SCORE_TOL:
+        problems.append(f"max |score diff| {result['max_score_diff']:.2e} > {DET_SCORE_TOL:.0e}")
+    return problems
 
 
 def compare_segmentation(expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -201,13 +220,17 @@ def compare_segmentation(expected: dict[str, np.ndarray], got: dict[str, np.ndar
     (name,) = expected
     ref, out = expected[name], got[name]
     if ref.shape != out.shape:
-        return {"ok": False, "shape_torch": ref.shape, "shape_onnx": out.shape}
+        return {"ok": False, "shape_torch": ref.shape, "shape_onnx": out.shape,
+                "problems": [f"output shapes differ: PyTorch {tuple(ref.shape)}, onnxruntime {tuple(out.shape)}"]}
     if np.issubdtype(ref.dtype, np.integer):
         agreement = float((ref == out).mean())
-        return {"agreement": agreement, "classes": int(np.unique(ref).size),
-                "ok": agreement >= SEG_MIN_AGREEMENT}
+        problems = ([] if agreement >= SEG_MIN_AGREEMENT else
+                    [f"label maps agree on {100 * agreement:.3f}% of pixels < {100 * SEG_MIN_AGREEMENT:.1f}%"])
+        return {"agreement": agreement, "classes": int(np.unique(ref).size), "ok": not problems,
+                "problems": problems}
     diff = float(np.abs(ref - out).max())
-    return {"max_abs_diff": diff, "ok": diff < 1e-3}
+    problems = [] if diff < SEG_SCORE_TOL else [f"max |score diff| {diff:.2e} >= {SEG_SCORE_TOL:.0e}"]
+    return {"max_abs_diff": diff, "ok": not problems, "problems": problems}
 
 
 class RewrittenTorchModel:
@@ -288,12 +311,15 @@ def _format_check(result: dict[str, Any]) -> str:
             text += f", max |mask diff| {result['max_mask_diff']:.2e}"
         if result["top"]:
             text += "\n    top detections (label, score, box): " + "; ".join(str(t) for t in result["top"])
+        elif result["num_onnx"] == 0:
+            text += " (neither finds a detection: they agree, nothing else to compare)"
     else:
-        text = str({k: v for k, v in result.items() if k not in ("image", "input_shape")})
+        text = str({k: v for k, v in result.items() if k not in ("image", "input_shape", "problems", "ok")})
     if "onnx_ms" in result:
         text += (f"\n    latency, median: onnxruntime {result['onnx_ms']:.0f} ms, "
                  f"PyTorch {result['torch_ms']:.0f} ms")
-    return f"  {osp.basename(result['image'])} ({shape}): {text}{'' if result['ok'] else '   <-- MISMATCH'}"
+    verdict = "" if result["ok"] else "\n    MISMATCH: " + "; ".join(result.get("problems") or ["outputs differ"])
+    return f"  {osp.basename(result['image'])} ({shape}): {text}{verdict}"
 
 
 def _tensorrt_commands(onnx_path: str, deploy_cfg: Any, argv: Sequence[str], plugin: str) -> str:
@@ -340,6 +366,8 @@ def main(argv: Sequence[str] | None, *, plugin_package: str, registry_scope: str
     """The whole pipeline; returns the exit status (0 ok, 1 check failed, 2 TensorRT missing)
     and leaves a summary in ``<work-dir>/deploy_check.json``."""
     args = build_parser(description).parse_args(argv)
+    if args.work_dir is None:
+        args.work_dir = default_output("deploy", osp.splitext(osp.basename(args.model_cfg))[0])
     stack_compat.apply(onnx=True)
     import_plugin(plugin_package, registry_scope)
 

@@ -12,6 +12,7 @@ import mmcv
 from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import VISUALIZERS
 
+from classification.output_root import default_output
 from dense_common.cli import check_checkpoint, fail, load_config
 
 
@@ -20,7 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("img", help="image file")
     parser.add_argument("config", help="config file")
     parser.add_argument("checkpoint", help="checkpoint file or URL")
-    parser.add_argument("--out", help="annotated image to write (default: <image name>_result.jpg here)")
+    parser.add_argument("--out", help="annotated image to write (default: $INTERNIMAGE_OUTPUT/demo/<image "
+                                      "name>_result.jpg, outside the checkout)")
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda:0")
     parser.add_argument("--score-thr", type=float, default=0.3, help="draw predictions scoring at least this")
     return parser.parse_args(argv)
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> str:
 
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
-    out = args.out or f"{osp.splitext(osp.basename(args.img))[0]}_result.jpg"
+    out = args.out or default_output("demo", f"{osp.splitext(osp.basename(args.img))[0]}_result.jpg")
     image = mmcv.imread(args.img, channel_order="rgb")
     visualizer.add_datasample("result", image, data_sample=result, draw_gt=False, show=False,
                               out_file=out, pred_score_thr=args.score_thr)

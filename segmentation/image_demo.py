@@ -14,6 +14,7 @@ import os.path as osp
 
 from mmseg_custom.palettes import PALETTES, palette_meta
 
+from classification.output_root import default_output
 from dense_common.cli import check_checkpoint, fail, load_config
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -26,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="checkpoint file")
     parser.add_argument("--palette", choices=list(PALETTES), help="class names/colours to draw with")
     parser.add_argument("--opacity", type=float, default=0.5, help="overlay opacity in (0, 1]")
-    parser.add_argument("--out", default="demo_out", help="output folder")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: $INTERNIMAGE_OUTPUT/demo_out, outside the checkout)")
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda:0")
     args = parser.parse_args(argv)
     if not 0 < args.opacity <= 1:
@@ -49,6 +51,7 @@ def list_images(path: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
+    args.out = args.out or default_output("demo_out")
     images = list_images(args.img)
     cfg = load_config(args.config)
     checkpoint = check_checkpoint(args.checkpoint)

@@ -11,6 +11,9 @@ VENV="${VENV:-$ROOT/.venv}"
 CACHE="${INTERNIMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/internimage}"
 PYTHON="${PYTHON:-python3}"
 MMCV_VERSION=2.1.0
+# Bump when the package-install steps below change: with requirements/*.txt it forms the
+# stamp, so edits elsewhere in this script (the extension build) never reinstall the stack.
+STACK_RECIPE=1
 WHEELS="$CACHE/wheels"
 
 log() { printf '[bootstrap %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -26,8 +29,10 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
-# The stamp hashes every input of the package step: change a pin and it reruns.
-stamp_hash="$(cat "$ROOT"/requirements/*.txt "$ROOT/tools/bootstrap.sh" | sha256sum | cut -c1-16)"
+# The stamp hashes the inputs of the package step (the pins, the mmcv version and the recipe
+# number above): change a pin and it reruns.
+stamp_hash="$( (cat "$ROOT"/requirements/*.txt; echo "mmcv=$MMCV_VERSION recipe=$STACK_RECIPE") |
+  sha256sum | cut -c1-16)"
 stamp="$VENV/.internimage-stack-$stamp_hash"
 
 if [ ! -f "$stamp" ]; then
@@ -65,7 +70,16 @@ fi
 site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 printf '%s\n' "$ROOT" "$ROOT/detection" "$ROOT/segmentation" > "$site/internimage-repo.pth"
 
-# setup.py finds the CUDA toolkit and the nvidia-wheel headers itself (stack.md).
-log "building the ops_dcnv3 extension (incremental)"
-(cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$PY" setup.py -q build_ext --inplace --force)  # ninja keeps it incremental
+# setup.py finds the CUDA toolkit and the nvidia-wheel headers itself (stack.md). The in-place
+# build has its own folder (pip install . uses build/temp.*), and runs only when a source or
+# header is newer than ops_dcnv3/_C*.so (then ninja recompiles only the changed files). A
+# change of the build settings (CUDA on/off, archs, torch) forces a full rebuild instead.
+build_temp="$ROOT/build/inplace"
+settings="$("$PY" -c 'import torch; print(torch.__version__)') WITH_CUDA=${WITH_CUDA:-} FORCE_CUDA=${FORCE_CUDA:-}"
+settings="$settings TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-} CUDA_HOME=${CUDA_HOME:-}"
+force=()
+if [ "$(cat "$build_temp/settings" 2>/dev/null)" != "$settings" ]; then force=(--force); fi
+log "building the ops_dcnv3 extension (incremental${force:+; new build settings: full build})"
+(cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$PY" setup.py -q build_ext --inplace --build-temp "$build_temp" ${force[@]+"${force[@]}"})
+mkdir -p "$build_temp" && printf '%s\n' "$settings" > "$build_temp/settings"
 log "environment ready: $VENV"
