@@ -2,7 +2,9 @@
 
 - no weight decay on 1-D parameters (norms, biases, layer-scale gammas) and biases;
 - layer-wise lr decay (TRAIN.LR_LAYER_DECAY) by ``model.layer_decay_scales(ratio)``;
-- TRAIN.OPTIMIZER.DCN_LR_MUL on DCN offset parameters and center_feature_scale_proj ones;
+- TRAIN.OPTIMIZER.DCN_LR_MUL on the DCN parameters (names containing ``offset``,
+  ``attention_weights``, ``center_feature_scale_proj`` or ``alpha_beta``), as published
+  only together with layer-wise lr decay: the ``without_lr_decay`` configs train them at 1x;
 - TRAIN.OPTIMIZER.FREEZE_BACKBONE: level ids whose parameters are frozen and left out.
 
 Each group's lr multiplier is stored as ``lr_scale``, which timm schedulers apply on every
@@ -21,8 +23,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+_DCN_LR_MUL_KEYS = ("offset", "attention_weights", "center_feature_scale_proj", "alpha_beta")
+
+
 def is_dcn_offset_param(name: str) -> bool:
-    return "dcn.offset" in name or "center_feature_scale_proj" in name
+    """The names DCN_LR_MUL applies to (the published substring rule)."""
+    return any(key in name for key in _DCN_LR_MUL_KEYS)
 
 
 def freeze_backbone(model: nn.Module, levels: Iterable[int | str] | None) -> list[str]:
@@ -80,7 +86,7 @@ def build_param_groups(config: CfgNode, model: nn.Module) -> list[dict]:
         no_decay = param.ndim <= 1 or name.endswith(".bias") or name in skip
         weight_decay = 0.0 if no_decay else config.TRAIN.WEIGHT_DECAY
         lr_scale = scales.get(name, 1.0)
-        if dcn_mul is not None and is_dcn_offset_param(name):
+        if config.TRAIN.LR_LAYER_DECAY and dcn_mul is not None and is_dcn_offset_param(name):
             lr_scale *= dcn_mul
         key = (weight_decay, lr_scale)
         if key not in groups:

@@ -84,9 +84,26 @@ DCNV3_HD double floor_of(double v) {
 #endif
 }
 
+// NaN/inf semantics (every backend, as the reference's grid_sample): a location with a
+// NaN or infinite coordinate (NaN/inf offset, or an overflow) samples NaN in every
+// channel, so the output and that tap's mask gradient are NaN; the offset gradient of x
+// is NaN when y is not finite and the other way round (d/dx of the bilinear sample goes
+// through the y fractions), and the input gets no gradient from the tap. A finite
+// location outside the image samples 0; its mask still multiplies (0 * NaN mask = NaN).
+// A diverging run therefore shows NaN instead of hiding behind a finite loss.
+
+// 0 for a finite location, NaN otherwise (v - v is NaN exactly for NaN and +-inf).
+template <typename acc_t>
+DCNV3_HD acc_t location_poison(acc_t y, acc_t x) {
+  return (y - y) + (x - x);
+}
+
 // Bilinear neighbourhood of (y, x), branch-free (bitwise &, selects) so the CPU kernels
 // vectorise it over taps. A location outside (-1, H) x (-1, W), NaN included since
 // every comparison with NaN is false, gets no valid corner; returns whether it is inside.
+// The fractions ly/lx come from the unclamped location, so they are NaN/inf exactly when
+// the coordinate is (see the NaN/inf semantics above); for an inside location they are
+// the usual ones in [0, 1).
 template <typename acc_t>
 DCNV3_HD bool bilinear(acc_t y, acc_t x, int height, int width, Bilinear<acc_t>& b) {
   const bool inside = (y > acc_t(-1)) & (x > acc_t(-1)) & (y < acc_t(height)) & (x < acc_t(width));
@@ -99,8 +116,8 @@ DCNV3_HD bool bilinear(acc_t y, acc_t x, int height, int width, Bilinear<acc_t>&
   const int y0 = static_cast<int>(y0f), x0 = static_cast<int>(x0f);
   b.y0 = y0;
   b.x0 = x0;
-  b.ly = ys - y0f;
-  b.lx = xs - x0f;
+  b.ly = y - y0f;
+  b.lx = x - x0f;
   const acc_t hy = acc_t(1) - b.ly, hx = acc_t(1) - b.lx;
   const bool top = inside & (y0 >= 0), bottom = inside & (y0 + 1 < height);
   const bool left = x0 >= 0, right = x0 + 1 < width;
@@ -123,14 +140,16 @@ DCNV3_HD int corner_pixel(const Bilinear<acc_t>& b, int k, int width) {
 
 // Given d[k] = <grad_out, input at corner k> (0 for invalid corners), the gradients of
 // <grad_out, mask * sample> with respect to the location (before offset_scale) and the
-// mask. The sample is bilinear: value = sum_k weight_k * corner_k.
+// mask. The sample is bilinear: value = sum_k weight_k * corner_k (NaN for a non-finite
+// location: grad_mask gets the poison, grad_x/grad_y the NaN fractions).
 template <typename acc_t>
 DCNV3_HD void location_and_mask_grads(const Bilinear<acc_t>& b, const acc_t d[4], acc_t mask,
                                       acc_t& grad_y, acc_t& grad_x, acc_t& grad_mask) {
   const acc_t hy = acc_t(1) - b.ly, hx = acc_t(1) - b.lx;
   grad_x = mask * (hy * (d[1] - d[0]) + b.ly * (d[3] - d[2]));
   grad_y = mask * (hx * (d[2] - d[0]) + b.lx * (d[3] - d[1]));
-  grad_mask = b.weight[0] * d[0] + b.weight[1] * d[1] + b.weight[2] * d[2] + b.weight[3] * d[3];
+  grad_mask = b.weight[0] * d[0] + b.weight[1] * d[1] + b.weight[2] * d[2] + b.weight[3] * d[3] +
+              location_poison(b.ly, b.lx);
 }
 
 }  // namespace dcnv3

@@ -198,7 +198,9 @@ DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scala
     VI y0 = __builtin_convertvector(ys, VI), x0 = __builtin_convertvector(xs, VI);
     y0 += __builtin_convertvector(y0, VF) > ys;  // comparison lanes are -1 / 0
     x0 += __builtin_convertvector(x0, VF) > xs;
-    const VF ly = ys - __builtin_convertvector(y0, VF), lx = xs - __builtin_convertvector(x0, VF);
+    // Fractions from the unclamped location: NaN/inf exactly where the coordinate is
+    // (the NaN/inf semantics of dcnv3_sampling.h); the usual ones inside the image.
+    const VF ly = y - __builtin_convertvector(y0, VF), lx = x - __builtin_convertvector(x0, VF);
     const VF hy = acc_t(1) - ly, hx = acc_t(1) - lx;
     const VI top = inside & (y0 >= 0), bottom = inside & (y0 + 1 < g.height);
     const VI left = x0 >= 0, right = x0 + 1 < g.width;
@@ -210,11 +212,21 @@ DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scala
     const VI xb = x0 + 1 < zero_i ? zero_i : (x0 + 1 > w_last ? w_last : x0 + 1);
     const VI corner[4] = {ya * row + xa * channels, ya * row + xb * channels,
                           yb * row + xa * channels, yb * row + xb * channels};
+    // 0 for a finite location, NaN otherwise: the forward adds it to corner 0's weight
+    // (the sample is NaN), the backward finds it again in ly/lx.
+    const VF poison = location_poison(y, x);
     for (int k = 0; k < 4; ++k) {
       const Vec<int32_t, L> element = __builtin_convertvector(corner[k], Vec<int32_t, L>);
       std::memcpy(s.element.data() + k * cap + e, &element, sizeof(element));
-      store<L>(s.weight.data() + k * cap + e, valid[k] ? bilinear_weight[k] * m : VF{});
-      if constexpr (!kForward) store<L>(s.valid.data() + k * cap + e, valid[k] ? VF{} + 1 : VF{});
+      const VF weight = valid[k] ? bilinear_weight[k] : VF{};
+      if constexpr (kForward) {
+        // The mask multiplies even a zero weight, as in the reference: a NaN/inf mask
+        // gives NaN also for a tap outside the image.
+        store<L>(s.weight.data() + k * cap + e, (k == 0 ? weight + poison : weight) * m);
+      } else {
+        store<L>(s.weight.data() + k * cap + e, weight);
+        store<L>(s.valid.data() + k * cap + e, valid[k] ? VF{} + 1 : VF{});
+      }
     }
     if constexpr (!kForward) {
       store<L>(s.ly.data() + e, ly);
@@ -391,7 +403,7 @@ DCNV3_INLINE void backward_range(
             dst[k] = grad_image_g + s.element[k * cap + e];
             w[k] = s.weight[k * cap + e];
             v[k] = s.valid[k * cap + e];
-            mw[k] = m * w[k];
+            mw[k] = v[k] != acc_t(0) ? m * w[k] : acc_t(0);  // a NaN mask stays off invalid corners
           }
           // Branch-free over the corners (an invalid one has weight 0 and a clamped
           // pixel); products stay vectors until three final reductions.
@@ -419,7 +431,7 @@ DCNV3_INLINE void backward_range(
           tap_grads(rest, v, w, s.ly[e], s.lx[e], ry, rx, rm);
           grad_y = m * (grad_y + ry);
           grad_x = m * (grad_x + rx);
-          grad_m += rm;
+          grad_m += rm + location_poison(s.ly[e], s.lx[e]);  // NaN sample: NaN mask gradient
           a.grad_offset[2 * slot] = static_cast<scalar_t>(grad_x * scale);
           a.grad_offset[2 * slot + 1] = static_cast<scalar_t>(grad_y * scale);
           a.grad_mask[slot] = static_cast<scalar_t>(grad_m);

@@ -49,8 +49,10 @@ __global__ void forward_kernel(const scalar_t* __restrict__ input,
       tap_location<acc_t>(g, oy, ox, i, j, static_cast<acc_t>(offset[2 * slot]),
                           static_cast<acc_t>(offset[2 * slot + 1]), y, x);
       Bilinear<acc_t> b;
-      if (!bilinear(y, x, g.height, g.width, b)) continue;
-      acc_t value = 0;
+      bilinear(y, x, g.height, g.width, b);
+      // 0 outside the image, NaN at a non-finite location (dcnv3_sampling.h); the mask
+      // multiplies either way, as in the reference.
+      acc_t value = location_poison(y, x);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (b.valid[k]) {
@@ -93,12 +95,18 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad_output,
   tap_location<acc_t>(g, oy, ox, i, j, static_cast<acc_t>(offset[2 * slot]),
                       static_cast<acc_t>(offset[2 * slot + 1]), y, x);
   Bilinear<acc_t> b;
-  if (!bilinear(y, x, g.height, g.width, b)) {
-    grad_offset[2 * slot] = grad_offset[2 * slot + 1] = static_cast<scalar_t>(0.f);
-    grad_mask[slot] = static_cast<scalar_t>(0.f);
+  const bool inside = bilinear(y, x, g.height, g.width, b);
+  const acc_t m = static_cast<acc_t>(mask[slot]);
+  const acc_t scale = static_cast<acc_t>(g.offset_scale);
+  acc_t grad_y, grad_x, grad_m;
+  if (!inside) {  // no corner: the gradients carry only the NaN semantics of the location
+    const acc_t none[4] = {0, 0, 0, 0};
+    location_and_mask_grads(b, none, m, grad_y, grad_x, grad_m);
+    grad_offset[2 * slot] = static_cast<scalar_t>(grad_x * scale);
+    grad_offset[2 * slot + 1] = static_cast<scalar_t>(grad_y * scale);
+    grad_mask[slot] = static_cast<scalar_t>(grad_m);
     return;
   }
-  const acc_t m = static_cast<acc_t>(mask[slot]);
   const int64_t image_base =
       n * int64_t(g.height) * g.width * g.channels + int64_t(grp) * g.group_channels;
   const scalar_t* gout = grad_output + out_pixel * g.channels + int64_t(grp) * g.group_channels;
@@ -117,9 +125,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad_output,
       atomicAdd(grad_input + corner_base[k] + c, m * b.weight[k] * go);
     }
   }
-  acc_t grad_y, grad_x, grad_m;
   location_and_mask_grads(b, d, m, grad_y, grad_x, grad_m);
-  const acc_t scale = static_cast<acc_t>(g.offset_scale);
   grad_offset[2 * slot] = static_cast<scalar_t>(grad_x * scale);
   grad_offset[2 * slot + 1] = static_cast<scalar_t>(grad_y * scale);
   grad_mask[slot] = static_cast<scalar_t>(grad_m);
