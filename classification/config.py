@@ -33,7 +33,8 @@ def get_default_config() -> CN:
     c.DATA.PIN_MEMORY = True
     c.DATA.NUM_WORKERS = 8
     c.DATA.IMG_ON_MEMORY = False
-    # Class-index map used when a 21841-class head is loaded into a 1000-class model.
+    # Our key: the 22K->1K class-index map used when a 21841-class head meets a 1000-class
+    # model and by EVAL_22K_TO_1K; '' = the map shipped in the package (the published table).
     c.DATA.MAP22KTO1K_PATH = ""
 
     c.MODEL = CN()
@@ -78,7 +79,7 @@ def get_default_config() -> CN:
     c.TRAIN.MIN_LR = 5e-6
     c.TRAIN.CLIP_GRAD = 5.0
     c.TRAIN.AUTO_RESUME = True
-    c.TRAIN.ACCUMULATION_STEPS = 1
+    c.TRAIN.ACCUMULATION_STEPS = 1  # 0 (the published default) means none too: read as 1
     c.TRAIN.USE_CHECKPOINT = False
     c.TRAIN.LR_SCHEDULER = CN()
     c.TRAIN.LR_SCHEDULER.NAME = "cosine"
@@ -89,12 +90,13 @@ def get_default_config() -> CN:
     c.TRAIN.OPTIMIZER.EPS = 1e-8
     c.TRAIN.OPTIMIZER.BETAS = (0.9, 0.999)
     c.TRAIN.OPTIMIZER.MOMENTUM = 0.9
+    # Shard the optimizer state over the data-parallel ranks (ZeroRedundancyOptimizer).
     c.TRAIN.OPTIMIZER.USE_ZERO = False
     c.TRAIN.OPTIMIZER.FREEZE_BACKBONE = None
     c.TRAIN.OPTIMIZER.DCN_LR_MUL = None
     c.TRAIN.EMA = CN()
     c.TRAIN.EMA.ENABLE = False
-    c.TRAIN.EMA.DECAY = 0.9998
+    c.TRAIN.EMA.DECAY = 0.9999
     c.TRAIN.LR_LAYER_DECAY = False
     c.TRAIN.LR_LAYER_DECAY_RATIO = 0.875
     c.TRAIN.RAND_INIT_FT_HEAD = False
@@ -120,7 +122,9 @@ def get_default_config() -> CN:
     c.TEST.CROP = True
     c.TEST.SEQUENTIAL = False
 
-    c.AMP_OPT_LEVEL = ""  # '' or 'O0': off; anything else: autocast in AMP_TYPE
+    # '' or 'O0': off; anything else: autocast in AMP_TYPE. main.py's --amp-opt-level
+    # (default O1, as published) always overrides the yaml value.
+    c.AMP_OPT_LEVEL = ""
     c.AMP_TYPE = "float16"
     c.OUTPUT = ""
     c.TAG = "default"
@@ -132,7 +136,16 @@ def get_default_config() -> CN:
     c.EVAL_MODE = False
     c.THROUGHPUT_MODE = False
     c.LOCAL_RANK = 0
+    # Evaluate a 21841-class model on ImageNet-1K through the 1000 rows of DATA.MAP22KTO1K_PATH.
+    c.EVAL_22K_TO_1K = False
     return c
+
+
+def _normalise(config: CN) -> None:
+    """Published spellings with one meaning: ACCUMULATION_STEPS 0 (the published default)
+    and 1 both mean no accumulation."""
+    if config.TRAIN.ACCUMULATION_STEPS == 0:
+        config.TRAIN.ACCUMULATION_STEPS = 1
 
 
 def _merge_yaml(config: CN, path: str, seen: tuple[str, ...] = ()) -> None:
@@ -188,6 +201,8 @@ def update_config(config: CN, args: argparse.Namespace | None) -> CN:
         config.DATA.ZIP_MODE = True
     if _arg(args, "use_checkpoint"):
         config.TRAIN.USE_CHECKPOINT = True
+    if _arg(args, "use_zero"):
+        config.TRAIN.OPTIMIZER.USE_ZERO = True
     if _arg(args, "eval"):
         config.EVAL_MODE = True
     if _arg(args, "throughput"):
@@ -195,11 +210,45 @@ def update_config(config: CN, args: argparse.Namespace | None) -> CN:
     if _arg(args, "local_rank") is not None:
         config.LOCAL_RANK = args.local_rank
     config.LOCAL_RANK = int(os.environ.get("LOCAL_RANK", config.LOCAL_RANK))
-    # <output>/<config stem>/<tag>
+    _normalise(config)
+    # <output>/<config stem>/ as published (TAG names the run, no folder level); without
+    # --output outside the checkout (classification/output_root.py)
     stem = os.path.splitext(os.path.basename(args.cfg))[0] if _arg(args, "cfg") else config.MODEL.NAME
-    config.OUTPUT = os.path.join(config.OUTPUT or default_output("classification"), stem, config.TAG)
+    config.OUTPUT = os.path.join(config.OUTPUT or default_output("classification"), stem)
     config.freeze()
     return config
+
+
+# What a trainer leaves in its output folder to resume from: main.py's epoch files,
+# main_deepspeed.py's `latest` tag file, main_accelerate.py's accelerate/latest.
+_RUN_STATE_FILES = ("latest", os.path.join("accelerate", "latest"))
+
+
+def holds_run_state(folder: str) -> bool:
+    """True when ``folder`` holds something a trainer auto-resumes from."""
+    if not os.path.isdir(folder):
+        return False
+    if any(os.path.isfile(os.path.join(folder, name)) for name in _RUN_STATE_FILES):
+        return True
+    return any(name.startswith("ckpt_epoch_") and name.endswith(".pth") for name in os.listdir(folder))
+
+
+def adopt_legacy_output(config: CN) -> str | None:
+    """Runs started before outputs moved to ``<output>/<cfg stem>/`` live in
+    ``<output>/<cfg stem>/<TAG>/``. When auto-resume is on, the new folder holds no run and
+    the old one does, ``config.OUTPUT`` becomes the old folder (the run continues where its
+    checkpoints are); returns the message to log, or None when nothing changed."""
+    if not config.TRAIN.AUTO_RESUME or not config.TAG:
+        return None
+    legacy = os.path.join(config.OUTPUT, config.TAG)
+    if holds_run_state(config.OUTPUT) or not holds_run_state(legacy):
+        return None
+    new = config.OUTPUT
+    config.defrost()
+    config.OUTPUT = legacy
+    config.freeze()
+    return (f"found a run in the old output layout <output>/<cfg stem>/<tag>: continuing it in {legacy} "
+            f"(new runs go to {new}; move the files there to switch)")
 
 
 def get_config(args: argparse.Namespace | None = None) -> CN:
@@ -211,8 +260,9 @@ def load_config_file(path: str, opts: Sequence[str] = ()) -> CN:
     """A config from a yaml file (and KEY VALUE overrides), without touching OUTPUT."""
     config = get_default_config()
     _merge_yaml(config, path)
+    config.defrost()
     if opts:
-        config.defrost()
         config.merge_from_list(list(opts))
-        config.freeze()
+    _normalise(config)
+    config.freeze()
     return config

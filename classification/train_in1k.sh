@@ -4,6 +4,8 @@
 #   SLURM:  [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=12 SRUN_ARGS=...] train_in1k.sh PARTITION JOB_NAME CONFIG [main.py args]
 #   local:  [GPUS=1] train_in1k.sh CONFIG [main.py args]
 #
+# As published, main.py gets `--data-path data/imagenet --output work_dirs` (relative to the
+# working directory) before your arguments, which override them (the last value wins).
 # Without `srun` on PATH the SLURM form runs locally with torchrun (PARTITION/JOB_NAME ignored).
 set -euo pipefail
 
@@ -11,6 +13,8 @@ NAME="${TRAIN_SCRIPT_NAME:-$(basename "$0")}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MAIN="${TRAIN_MAIN:-${ROOT}/classification/main.py}"  # train_in1k_deepspeed.sh points this elsewhere
 PYTHON="${PYTHON:-python}"
+# The published defaults; train_inat18.sh / train_in1k_deepspeed.sh set their own.
+DEFAULT_ARGS=(--data-path "${TRAIN_DATA_PATH:-data/imagenet}" --output "${TRAIN_OUTPUT:-work_dirs}")
 
 usage() {
     cat >&2 <<USAGE
@@ -49,7 +53,7 @@ if [[ -n "${PARTITION}" ]] && command -v srun >/dev/null 2>&1; then
         --cpus-per-task="${CPUS_PER_TASK}" \
         --kill-on-bad-exit=1 \
         ${SRUN_ARGS} \
-        "${PYTHON}" -u "${MAIN}" --cfg "${CONFIG}" "$@"
+        "${PYTHON}" -u "${MAIN}" --cfg "${CONFIG}" "${DEFAULT_ARGS[@]}" "$@"
 fi
 
 if [[ -n "${PARTITION}" ]]; then
@@ -60,4 +64,4 @@ if command -v torchrun >/dev/null 2>&1; then
 else
     LAUNCH=("${PYTHON}" -m torch.distributed.run)
 fi
-exec "${LAUNCH[@]}" --nproc_per_node="${GPUS:-1}" "${MAIN}" --cfg "${CONFIG}" "$@"
+exec "${LAUNCH[@]}" --nproc_per_node="${GPUS:-1}" "${MAIN}" --cfg "${CONFIG}" "${DEFAULT_ARGS[@]}" "$@"

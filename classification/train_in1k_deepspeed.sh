@@ -10,5 +10,6 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export TRAIN_MAIN="${HERE}/main_deepspeed.py"
+export TRAIN_OUTPUT="${TRAIN_OUTPUT:-work_dirs_deepspeed}"  # as published: --output work_dirs_deepspeed
 export TRAIN_SCRIPT_NAME="${TRAIN_SCRIPT_NAME:-$(basename "$0")}"
 exec bash "${HERE}/train_in1k.sh" "$@"

@@ -26,7 +26,9 @@ def _interpolation(config: CfgNode) -> str:
 
 def build_transform(is_train: bool, config: CfgNode) -> Callable:
     """RandomResizedCrop + flip + RandAugment + colour jitter + random erasing for training
-    (timm's ImageNet recipe); resize + centre crop (TEST.CROP) or plain resize for eval."""
+    (timm's ImageNet recipe). Eval: with TEST.CROP the short side resized to IMG_SIZE and the
+    centre IMG_SIZE square cropped, else a resize to IMG_SIZE x IMG_SIZE; then ToTensor and
+    the AUG.MEAN / AUG.STD normalisation."""
     size = config.DATA.IMG_SIZE
     interpolation = _interpolation(config)
     mean, std = tuple(config.AUG.MEAN), tuple(config.AUG.STD)
@@ -50,8 +52,10 @@ def build_transform(is_train: bool, config: CfgNode) -> Callable:
             transform.transforms[0] = T.RandomCrop(size, padding=4)
         return transform
     mode = _INTERPOLATIONS.get(interpolation, T.InterpolationMode.BICUBIC)
-    if config.TEST.CROP and size > 32:
-        steps = [T.Resize(int(size / 0.875), interpolation=mode), T.CenterCrop(size)]
+    if config.TEST.CROP:
+        # As published (and measured): crop ratio 1.0, i.e. the short side resized to exactly
+        # IMG_SIZE, then the centre IMG_SIZE x IMG_SIZE (only the long side loses pixels).
+        steps = [T.Resize(size, interpolation=mode), T.CenterCrop(size)]
     else:
         steps = [T.Resize((size, size), interpolation=mode)]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])

@@ -97,7 +97,12 @@ def _launcher_files() -> list[str]:
 
 def test_launcher_configs_cover_the_published_setups():
     names = {os.path.basename(p)[:-5] for p in _launcher_files()}
-    assert {
+    assert {  # the published names, then our bf16 and explicitly named variants
+        "dist_8gpus_ddp_fp16",
+        "dist_8gpus_zero1",
+        "dist_8gpus_zero1_wo_loss_scale",
+        "dist_8gpus_zero3_offload",
+        "dist_8gpus_zero3_offload_wo_loss_scale",
         "ddp_fp16",
         "ddp_bf16",
         "zero1_fp16",
@@ -125,12 +130,12 @@ def test_launcher_config_references_are_valid(path):
     with open(full) as f:
         ds = json.load(f)
     zero = ds["zero_optimization"]
-    assert zero["stage"] == (3 if name.startswith("zero3") else 1)
+    assert zero["stage"] == (3 if "zero3" in name else 1)
     if "offload" in name:
         assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
     assert ds.get(precision, {}).get("enabled") is True
-    if precision == "fp16":
-        assert ds["fp16"]["loss_scale"] == 0  # dynamic loss scaling
+    if precision == "fp16":  # dynamic loss scaling, or the static scale 1 of *_wo_loss_scale
+        assert ds["fp16"]["loss_scale"] == (1 if "wo_loss_scale" in name else 0)
     from accelerate.utils import DeepSpeedPlugin
 
     DeepSpeedPlugin(hf_ds_config=full)  # accelerate reads the json as it would at launch
@@ -143,4 +148,4 @@ def test_every_deepspeed_json_is_used():
             ref = (yaml.safe_load(f).get("deepspeed_config") or {}).get("deepspeed_config_file")
         if ref:
             used.add(os.path.basename(ref))
-    assert used == {os.path.basename(p) for p in glob.glob(os.path.join(LAUNCH_DIR, "*.json"))}
+    assert used == {os.path.basename(p) for p in glob.glob(os.path.join(LAUNCH_DIR, "**", "*.json"), recursive=True)}

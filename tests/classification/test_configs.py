@@ -97,26 +97,37 @@ def test_architecture_matches_variant(path):
 
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=_rel)
 def test_published_recipe(path):
+    # (every key against the published values: tests/classification/test_published_recipes.py)
     config = load_config_file(str(path))
     train, variant = config.TRAIN, _variant(path)
-    assert train.EMA.ENABLE is True
-    assert train.WEIGHT_DECAY == 0.05
-    assert config.AUG.MIXUP == 0.8 and config.AUG.CUTMIX == 1.0
+    inat = "inaturalist2018" in path.parts
+    assert train.WEIGHT_DECAY == 0.05 and config.TEST.CROP is True
     if variant in DROP_PATH:
+        assert train.EMA.ENABLE is True and train.EMA.DECAY == 0.9999
+        assert config.AUG.MIXUP == 0.8 and config.AUG.CUTMIX == 1.0
         assert train.EPOCHS == 300 and train.BASE_LR == 5e-4 and train.WARMUP_EPOCHS == 20
         assert config.MODEL.DROP_PATH_RATE == DROP_PATH[variant]
         assert config.MODEL.LABEL_SMOOTHING == 0.1
         assert train.LR_LAYER_DECAY is False
-    else:
+    elif inat:  # 100 epochs, drop path 0.6, label smoothing 0.3, no EMA, no mixup, new head
+        assert train.EPOCHS == 100 and train.BASE_LR == 2e-5 and config.MODEL.DROP_PATH_RATE == 0.6
+        assert train.EMA.ENABLE is False and train.RAND_INIT_FT_HEAD is True
+        assert config.AUG.MIXUP == 0.0 and config.AUG.CUTMIX == 0.0 and config.AUG.REPROB == 0.0
+        assert config.MODEL.LABEL_SMOOTHING == 0.3 and train.LR_LAYER_DECAY is False
+    else:  # 22K -> 1K fine-tunes: no mixup, cutmix or random erasing
+        assert train.EMA.ENABLE is True
+        assert config.AUG.MIXUP == 0.0 and config.AUG.CUTMIX == 0.0 and config.AUG.REPROB == 0.0
         assert train.EPOCHS == 20 and train.BASE_LR == 2e-5
-        assert train.LR_LAYER_DECAY is ("without_lr_decay" not in path.parts)
-        assert train.LR_LAYER_DECAY_RATIO == 0.9
+        decay = "without_lr_decay" not in path.parts
+        assert train.LR_LAYER_DECAY is decay
+        assert train.LR_LAYER_DECAY_RATIO == (0.9 if decay else 0.875)  # unused without decay
         assert train.OPTIMIZER.DCN_LR_MUL == 0.1
         assert config.MODEL.LABEL_SMOOTHING == 0.3
         assert train.USE_CHECKPOINT is True
-    dataset = "inat18" if "inaturalist2018" in path.parts else "imagenet"
-    assert config.DATA.DATASET == dataset
-    assert config.MODEL.NUM_CLASSES == (8142 if dataset == "inat18" else 1000)
+        assert config.MODEL.PRETRAINED.startswith("pretrained/internimage_")
+    assert config.DATA.DATASET == ("inat18" if inat else "imagenet")
+    # 1000 in the yaml for iNat18 too: the dataset gives the model its 8142 classes at run time
+    assert config.MODEL.NUM_CLASSES == 1000
 
 
 def test_without_lr_decay_differs_only_in_layer_decay():
@@ -125,6 +136,7 @@ def test_without_lr_decay_differs_only_in_layer_decay():
         b = load_config_file(str(CONFIG_DIR / path.name))
         b.defrost()
         b.TRAIN.LR_LAYER_DECAY = False
+        b.TRAIN.LR_LAYER_DECAY_RATIO = a.TRAIN.LR_LAYER_DECAY_RATIO  # unused without decay
         b.BASE = a.BASE  # the file names differ, the merged values must not
         assert a == b, path.name
 
@@ -187,5 +199,6 @@ def test_get_config_from_args(tmp_path):
                               tag="run1", use_checkpoint=False)
     config = get_config(args)
     assert config.TRAIN.EPOCHS == 3 and config.DATA.BATCH_SIZE == 16
-    assert config.OUTPUT == os.path.join(str(tmp_path), "internimage_l_22kto1k_384", "run1")
+    # <output>/<cfg stem>/ as published: the tag is no folder level
+    assert config.OUTPUT == os.path.join(str(tmp_path), "internimage_l_22kto1k_384")
     assert config.TRAIN.LR_LAYER_DECAY is False and config.TRAIN.USE_CHECKPOINT is True
