@@ -13,12 +13,17 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath, trunc_normal_
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
 from ops_dcnv3.modules.layers import linear
 
 CORE_OPS = {"DCNv3": DCNv3, "DCNv3_pytorch": DCNv3_pytorch}
+_NOT_TRACEABLE = (
+    "InternImage does not support {tool}: DCNv3 and the block flags take Python branches on "
+    "tensor properties. Use torch.compile(model) to optimise it, or torch.export.export(model, (x,)) "
+    "for a whole graph (torch.jit.trace also works, as used by the ONNX export).")
 
 
 class StemLayer(nn.Module):
@@ -248,7 +253,7 @@ class InternImage(nn.Module):
         self.num_levels = len(depths)
         self.depths = list(depths)
         self.channels = channels
-        self.num_features = int(channels * 2 ** (self.num_levels - 1))
+        last_channels = int(channels * 2 ** (self.num_levels - 1))
         self.post_norm = post_norm
         self.mlp_ratio = mlp_ratio
         self.use_clip_projector = use_clip_projector
@@ -276,23 +281,31 @@ class InternImage(nn.Module):
                 remove_center=remove_center))
 
         if not use_clip_projector:
-            head_features = int(self.num_features * cls_scale)
+            head_features = int(last_channels * cls_scale)
             self.conv_head = nn.Sequential(
-                nn.Conv2d(self.num_features, head_features, kernel_size=1, bias=False),
+                nn.Conv2d(last_channels, head_features, kernel_size=1, bias=False),
                 build_norm_layer(head_features, "BN", "channels_first", "channels_first"),
                 build_act_layer(act_layer))
             self.head = nn.Linear(head_features, num_classes) if num_classes > 0 else nn.Identity()
         else:
             pretrain_embed_dim, clip_embed_dim, attn_pool_heads = 1024, 768, 16
             self.dcnv3_head_x4 = nn.Sequential(
-                nn.Conv2d(self.num_features, pretrain_embed_dim * 4, kernel_size=1), nn.PixelShuffle(2))
-            self.dcnv3_head_x3 = nn.Conv2d(self.num_features // 2, pretrain_embed_dim, kernel_size=1)
+                nn.Conv2d(last_channels, pretrain_embed_dim * 4, kernel_size=1), nn.PixelShuffle(2))
+            self.dcnv3_head_x3 = nn.Conv2d(last_channels // 2, pretrain_embed_dim, kernel_size=1)
             self.clip_projector = AttentionPoolingBlock(
                 dim=pretrain_embed_dim, num_heads=attn_pool_heads, qkv_bias=True, out_dim=clip_embed_dim)
             self.fc_norm = build_norm_layer(clip_embed_dim, "LN")
             self.head = nn.Linear(clip_embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_layers = len(depths)
+        # timm conventions: the pooled (pre-logits) width, the pooling kind and the stage features
+        self.num_features = head_features if not use_clip_projector else clip_embed_dim
+        self.head_hidden_size = self.num_features
+        self.default_pool = "attn" if use_clip_projector else "avg"
+        self.global_pool = self.default_pool
+        self.has_head = True  # False once prune_intermediate_layers removed the head
+        self.feature_info = [dict(num_chs=int(channels * 2 ** i), reduction=4 * 2 ** i, module=f"levels.{i}")
+                             for i in range(self.num_levels)]
         self.apply(self._init_weights)
         self.apply(self._init_deform_weights)
 
@@ -312,35 +325,153 @@ class InternImage(nn.Module):
             m._reset_parameters()
 
     # ------------------------------------------------------------------ features
+    def _level_outputs(self, x: torch.Tensor, num_levels: int | None = None) -> list[torch.Tensor]:
+        """The outputs (before downsampling, channels-last) of the first ``num_levels`` levels."""
+        if isinstance(x, torch.fx.Proxy):
+            raise RuntimeError(_NOT_TRACEABLE.format(tool="torch.fx symbolic tracing"))
+        in_chans = self.patch_embed.conv1.in_channels
+        if x.dim() != 4 or x.shape[1] != in_chans:  # static check: compile/export/ONNX trace through it
+            hint = ""
+            if x.dim() == 4 and x.shape[-1] == in_chans:
+                hint = " (this looks like (N, H, W, C): pass x.permute(0, 3, 1, 2))"
+            elif x.dim() == 3 and x.shape[0] == in_chans:
+                hint = " (no batch axis: pass x.unsqueeze(0))"
+            raise ValueError(f"{type(self).__name__} expects images of layout (N, C, H, W) with "
+                             f"C = {in_chans} channels, got shape {tuple(x.shape)}{hint}")
+        x = self.pos_drop(self.patch_embed(x))
+        outputs = []
+        for level in self.levels:
+            if num_levels is not None and len(outputs) == num_levels:
+                break
+            x, feature = level(x, return_wo_downsample=True)
+            outputs.append(feature)
+        return outputs
+
+    def _pre_pool(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The (N, D, h, w) map the pooling reduces: conv_head of the last level, or for the
+        CLIP-projector head (H/G) the summed stage-3/4 projections at stride 16."""
+        if self.use_clip_projector:
+            x4 = self.dcnv3_head_x4(outputs[3].permute(0, 3, 1, 2).contiguous())
+            x3 = self.dcnv3_head_x3(outputs[2].permute(0, 3, 1, 2).contiguous())
+            return x4 + x3
+        return self.conv_head(outputs[-1].permute(0, 3, 1, 2))
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_clip_projector:
+            return self.fc_norm(self.clip_projector(x.flatten(-2).transpose(1, 2)))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def _features_from_levels(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        if not self.has_head:  # pruned: the last kept level is the output
+            return outputs[-1].permute(0, 3, 1, 2).contiguous()
+        if len(outputs) != self.num_levels:
+            raise RuntimeError(f"the model was pruned to {len(outputs)} of {self.num_levels} levels; "
+                               "use forward_intermediates(x, intermediates_only=True)")
+        x = self._pre_pool(outputs)
+        return self._pool(x) if self.global_pool else x
+
     def forward_multiscale(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four level outputs (before downsampling), channels-first (N, C_i, H_i, W_i):
         the features detection and segmentation heads consume."""
-        x = self.pos_drop(self.patch_embed(x))
-        features = []
-        for level in self.levels:
-            x, feature = level(x, return_wo_downsample=True)
-            features.append(feature.permute(0, 3, 1, 2).contiguous())
-        return features
+        return [feature.permute(0, 3, 1, 2).contiguous() for feature in self._level_outputs(x)]
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the level outputs at ``indices`` (None: all; an int n: the last
+        n; negative indices count from the end), (N, C_i, H_i, W_i) for ``output_fmt`` 'NCHW'
+        or (N, H_i, W_i, C_i) for 'NHWC'. Returns them alone with ``intermediates_only``, else
+        ``(forward_features output, intermediates)``. ``stop_early`` skips the levels after the
+        last requested one (with ``intermediates_only``; the pooled output needs every level).
+        ``norm`` is accepted for timm compatibility and changes nothing: every level output
+        already passed its level's norm, and there is no separate final norm."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.levels), indices)
+        outputs = self._level_outputs(x, max_index + 1 if stop_early and intermediates_only else None)
+        if output_fmt == "NCHW":
+            intermediates = [outputs[i].permute(0, 3, 1, 2).contiguous() for i in take_indices]
+        else:
+            intermediates = [outputs[i] for i in take_indices]
+        if intermediates_only:
+            return intermediates
+        return self._features_from_levels(outputs), intermediates
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drops the levels after the last of ``indices`` (and that level's downsample) and,
+        with ``prune_head`` or when levels were dropped (the head needs them all), the
+        classification head; returns the absolute indices. A head-less
+        model's ``forward_features`` returns the last kept level (N, C, H, W). ``prune_norm``
+        is accepted for timm compatibility: the level norms belong to the returned features."""
+        take_indices, max_index = feature_take_indices(len(self.levels), indices)
+        self.levels = self.levels[:max_index + 1]
+        self.levels[-1].downsample = None  # nothing consumes it any more
+        if prune_head or max_index + 1 < self.num_levels:
+            for name in ("conv_head", "dcnv3_head_x4", "dcnv3_head_x3", "clip_projector", "fc_norm"):
+                if hasattr(self, name):
+                    delattr(self, name)
+            self.head = nn.Identity()
+            self.num_classes = 0
+            self.global_pool = ""
+            self.has_head = False
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features before the classifier, (N, head width)."""
-        if self.use_clip_projector:
-            features = self.forward_multiscale(x)
-            x4 = self.dcnv3_head_x4(features[3])
-            x3 = self.dcnv3_head_x3(features[2])
-            tokens = (x4 + x3).flatten(-2).transpose(1, 2)
-            return self.fc_norm(self.clip_projector(tokens))
-        x = self.pos_drop(self.patch_embed(x))
-        for level in self.levels:
-            x = level(x)
-        x = self.conv_head(x.permute(0, 3, 1, 2))
-        return torch.flatten(self.avgpool(x), 1)
+        """Pooled features before the classifier, (N, num_features). After
+        ``reset_classifier(0, '')``: the unpooled map (N, D, h, w) the pooling would reduce
+        (conv_head output at stride 32; for H/G the 1024-channel stride-16 token map)."""
+        return self._features_from_levels(self._level_outputs(x))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The classifier on ``forward_features`` output; ``pre_logits`` returns its input."""
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------ timm model API
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh ``head`` for ``num_classes`` (0: none, ``forward`` returns the pooled
+        features). ``global_pool=''`` also removes the pooling (only with ``num_classes=0``);
+        the default pooling ('avg', or 'attn' for the CLIP-projector head) restores it."""
+        if global_pool is not None:
+            if global_pool not in ("", self.default_pool):
+                raise ValueError(f"global_pool must be '' or {self.default_pool!r} for this model, "
+                                 f"got {global_pool!r}")
+            if global_pool and not self.has_head:
+                raise ValueError("the head was pruned (prune_intermediate_layers); no pooling to restore")
+            self.global_pool = global_pool
+        if num_classes > 0 and not self.global_pool:
+            raise ValueError(f"num_classes={num_classes} needs pooled features; with global_pool='' "
+                             "pass num_classes=0")
+        self.num_classes = num_classes
+        reference = next(self.parameters())
+        if num_classes > 0:
+            head = nn.Linear(self.head_hidden_size, num_classes, device=reference.device,
+                             dtype=reference.dtype)
+            self._init_weights(head)
+            self.head = head
+        else:
+            self.head = nn.Identity()
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every block (the ``with_cp`` option)."""
+        self.with_cp = enable
+        for level in self.levels:
+            for block in level.blocks:
+                block.with_cp = enable
+
+    def __prepare_scriptable__(self) -> InternImage:
+        # torch.jit.script calls this first: fail here with a pointer, not deep inside DCNv3
+        raise RuntimeError(_NOT_TRACEABLE.format(tool="TorchScript (torch.jit.script)"))
 
     # ------------------------------------------------------------------ training helpers
     @torch.jit.ignore

@@ -47,7 +47,8 @@ def test_pretrained_cfg(name):
     assert cfg["hf_hub_filename"] == f"{name}.pth"
     assert cfg["num_classes"] == classes
     assert cfg["input_size"] == (3, size, size)
-    assert cfg["crop_pct"] == (0.875 if size == 224 else 1.0)
+    # the published eval (TEST.CROP): short side resized to the input size, centre crop
+    assert cfg["crop_pct"] == 1.0 and cfg["crop_mode"] == "center" and cfg["interpolation"] == "bicubic"
     assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
     assert cfg["first_conv"] == "patch_embed.conv1" and cfg["classifier"] == "head"
 
@@ -76,11 +77,6 @@ def test_kwargs_override_variant_defaults():
     default = timm.create_model("internimage_s_1k_224", device="meta")
     assert default.levels[3].blocks[-1].drop_path.drop_prob == pytest.approx(0.4)  # the S recipe
     assert default.levels[0].blocks[0].gamma1.shape == (80,)
-
-
-def test_features_only_is_refused_with_a_pointer():
-    with pytest.raises(NotImplementedError, match="forward_multiscale"):
-        timm.create_model("internimage_t_1k_224", features_only=True)
 
 
 @pytest.fixture(scope="module")
