@@ -211,20 +211,24 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(images, targets, meta): loaders yield (images, targets) or, for datasets with
-    per-image metadata (iNat18 location/date), (images, targets, meta)."""
-    if len(batch) == 3:
-        return batch[0], batch[1], batch[2]
-    images, targets = batch
-    return images, targets, None
+def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """(images, targets, meta): loaders yield (images, targets); for iNat18 the images are
+    [images, temporal, spatial] (the meta-former's input) and meta is (temporal, spatial)."""
+    samples, targets = batch
+    if isinstance(samples, (list, tuple)):
+        return samples[0], targets, tuple(samples[1:])
+    return samples, targets, None
 
 
-def forward_model(model: nn.Module, images: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
-    """``model(images, meta)`` for models that take metadata (InternImageMeta), else
-    ``model(images)`` (metadata, if any, is ignored)."""
+def move_meta(meta: tuple[torch.Tensor, ...] | None, device: torch.device) -> tuple[torch.Tensor, ...] | None:
+    return None if meta is None else tuple(m.to(device, non_blocking=True) for m in meta)
+
+
+def forward_model(model: nn.Module, images: torch.Tensor, meta: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+    """``model([images, temporal, spatial])`` for models that take metadata
+    (InternImageMetaFormer), else ``model(images)`` (metadata, if any, is ignored)."""
     if meta is not None and is_meta_model(model):
-        return model(images, meta)
+        return model([images, *meta])
     return model(images)
 
 
@@ -234,8 +238,7 @@ def prepare_batch(batch, device: torch.device, mixup_fn=None):
     samples, targets, meta = split_batch(batch)
     samples = samples.to(device, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
-    if meta is not None:
-        meta = meta.to(device, non_blocking=True)
+    meta = move_meta(meta, device)
     if mixup_fn is not None:
         samples, targets = mixup_fn(samples, targets)
     return samples, targets, meta
@@ -362,8 +365,7 @@ def validate(
     for batch in loader:
         images, targets, meta = split_batch(batch)
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if meta is not None:
-            meta = meta.to(device, non_blocking=True)
+        meta = move_meta(meta, device)
         with amp.autocast():
             outputs = forward_model(model, images, meta)
         outputs = outputs.float()
@@ -396,7 +398,7 @@ def throughput(
     model.eval()
     images, _, meta = split_batch(next(iter(loader)))
     images = images.to(device)
-    meta = meta.to(device) if meta is not None else None
+    meta = move_meta(meta, device)
     on_gpu = device.type == "cuda"
     warmup = warmup if warmup is not None else (50 if on_gpu else 3)
     iters = iters if iters is not None else (30 if on_gpu else 5)
@@ -532,7 +534,7 @@ def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logg
 
     if checkpoint is None and config.MODEL.PRETRAINED:
         from classification.models.checkpoint import load_pretrained  # written beside this trainer
-        from classification.models.intern_image_meta import load_pretrained_meta
+        from classification.models.intern_image_meta_former import load_pretrained_meta
 
         # a metadata model also loads a plain InternImage checkpoint (its meta_* tensors stay fresh)
         (load_pretrained_meta if is_meta_model(model) else load_pretrained)(

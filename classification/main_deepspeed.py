@@ -259,7 +259,9 @@ class CastInputs(nn.Module):
         self.module = module
         self.dtype = dtype
 
-    def forward(self, images: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        # a list is the meta-former's [images, temporal, spatial] (main.forward_model)
+        images, meta = (x[0], tuple(x[1:])) if isinstance(x, (list, tuple)) else (x, None)
         return forward_model(self.module, images.to(self.dtype), meta).float()
 
 
@@ -297,7 +299,7 @@ def train_one_epoch_ds(
     for idx, batch in enumerate(loader):
         samples, targets, meta = prepare_batch(batch, device, mixup_fn)
         if meta is not None and is_meta_model(engine.module):
-            outputs = engine(samples.to(dtype), meta.to(dtype))
+            outputs = engine([samples.to(dtype), *(m.to(dtype) for m in meta)])
         else:
             outputs = engine(samples.to(dtype))
         loss = criterion(outputs.float(), targets)

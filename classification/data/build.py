@@ -120,8 +120,8 @@ def build_dataset(is_train: bool, config: CfgNode) -> ImageListDataset:
         if not os.path.isfile(source):
             raise FileNotFoundError(f"iNaturalist annotations not found: {source}")
         samples, reader, classes, data_root = read_inat_json(source), None, None, root
-        # location/date metadata (for MODEL.TYPE intern_image_meta): from the images entries or
-        # a <split>2018_locations.json beside the annotations; items become (image, target, meta)
+        # date/location metadata (for MODEL.TYPE intern_image_meta_former): from the images entries
+        # or a <split>2018_locations.json beside them; items become ([image, temporal, spatial], target)
         locations = os.path.join(root, f"{split}2018_locations.json")
         meta = read_inat_meta(source, locations if os.path.isfile(locations) else None)
     else:

@@ -55,10 +55,14 @@ class ImageListDataset(Dataset):
         classes: Sequence[str] | None = None,
         meta=None,
     ):
-        """``meta``: optional (len(samples), F) tensor of per-image metadata; when given,
-        items are (image, target, meta row) instead of (image, target)."""
-        if meta is not None and len(meta) != len(samples):
-            raise ValueError(f"meta has {len(meta)} rows for {len(samples)} samples")
+        """``meta``: optional tuple of (len(samples), F_k) tensors of per-image metadata (for
+        iNat18: temporal (N, 4) and spatial (N, 3)); when given, items are
+        ([image, *meta rows], target) -- the meta-former's input -- instead of (image, target)."""
+        if meta is not None:
+            meta = tuple(meta)
+            for part in meta:
+                if len(part) != len(samples):
+                    raise ValueError(f"meta has {len(part)} rows for {len(samples)} samples")
         self.meta = meta
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
@@ -83,7 +87,7 @@ class ImageListDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         if self.meta is not None:
-            return image, self.samples[index][1], self.meta[index]
+            return [image, *(part[index] for part in self.meta)], self.samples[index][1]
         return image, self.samples[index][1]
 
 
@@ -169,15 +173,15 @@ def _inat_meta_fields(entry: dict) -> dict:
 
 
 def read_inat_meta(path: str, locations_path: str | None = None):
-    """Per-image metadata of an iNaturalist json, in ``read_inat_json``'s order: an (N, 7)
-    float tensor of ``encode_meta`` rows, or None when no image carries a location or date.
-    Fields come from the ``images`` entries (``latitude``/``longitude``/``date``; ``lat``/
-    ``lon`` also accepted), or from a separate locations file (a list of {id, lat, lon, date},
-    as released for iNat 2018) when ``locations_path`` is given. Missing values (absent,
-    None) give zero rows with the valid flag 0."""
+    """Per-image metadata of an iNaturalist json, in ``read_inat_json``'s order: the
+    meta-former's (temporal (N, 4), spatial (N, 3)) float tensors (``encode_temporal`` /
+    ``encode_spatial``). Fields come from the ``images`` entries (``latitude``/``longitude``/
+    ``date``; ``lat``/``lon`` also accepted), or from a separate locations file (a list of
+    {id, lat, lon, date}, as released for iNat 2018) when ``locations_path`` is given; an
+    entry there fills what the images entry lacks. Missing values give zero rows."""
     import torch
 
-    from ..models.intern_image_meta import encode_meta
+    from ..models.intern_image_meta_former import encode_spatial, encode_temporal
 
     with open(path) as f:
         data = json.load(f)
@@ -192,10 +196,12 @@ def read_inat_meta(path: str, locations_path: str | None = None):
             for name, value in by_id.get(str(image_id), {}).items():
                 if current[name] is None:
                     current[name] = value
-    if not any(v is not None for entry in fields.values() for v in entry.values()):
-        return None
-    rows = [encode_meta(fields[i]["lat"], fields[i]["lon"], fields[i]["date"]) for i in sorted(fields)]
-    return torch.stack(rows) if rows else torch.zeros(0, 7)
+    order = sorted(fields)
+    temporal = [encode_temporal(fields[i]["date"]) for i in order]
+    spatial = [encode_spatial(fields[i]["lat"], fields[i]["lon"]) for i in order]
+    if not order:
+        return torch.zeros(0, 4), torch.zeros(0, 3)
+    return torch.stack(temporal), torch.stack(spatial)
 
 
 def check_labels(samples: Sequence[tuple[str, int]], num_classes: int, source: str) -> None:
