@@ -53,3 +53,126 @@ def default_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> str
 def set_local_rank(local_rank: int) -> None:
     """torch.distributed.launch passes ``--local-rank``; mmengine reads ``LOCAL_RANK``."""
     os.environ.setdefault("LOCAL_RANK", str(local_rank))
+
+
+# --------------------------------------------------------------------------- published flags
+# The command lines of the published (mmdet 2 / mmseg 0.x) scripts, mapped onto mmengine's
+# mechanisms: each flag changes the config (or the process) the way the old one behaved.
+
+def one_of(new: object, old: object, new_flag: str, old_flag: str) -> object:
+    """The value of ``new_flag`` or of its published alias ``old_flag``; both given is an
+    error naming them."""
+    if new is not None and old is not None:
+        raise fail(f"give {new_flag} or {old_flag} (its published alias), not both")
+    return new if new is not None else old
+
+
+def apply_randomness(cfg: Config, *, seed: int | None, diff_seed: bool, deterministic: bool) -> None:
+    """``--seed`` / ``--diff-seed`` / ``--deterministic`` -> ``cfg.randomness`` (mmengine's
+    ``set_random_seed``: ``seed``, ``diff_rank_seed``, ``deterministic``)."""
+    if seed is None and not diff_seed and not deterministic:
+        return
+    randomness = dict(cfg.get("randomness") or {})
+    if seed is not None:
+        randomness["seed"] = seed
+    if diff_seed:
+        randomness["diff_rank_seed"] = True
+    if deterministic:
+        randomness["deterministic"] = True
+    cfg.randomness = randomness
+
+
+def disable_validation(cfg: Config) -> None:
+    """``--no-validate``: mmengine trains without a validation loop when ``val_dataloader``,
+    ``val_cfg`` and ``val_evaluator`` are all None."""
+    cfg.val_dataloader = None
+    cfg.val_cfg = None
+    cfg.val_evaluator = None
+    hooks = cfg.get("default_hooks") or {}
+    if hooks.get("checkpoint") and hooks["checkpoint"].get("save_best"):
+        hooks["checkpoint"]["save_best"] = None  # there is no metric to pick a best checkpoint by
+
+
+def select_gpu(gpu_id: int | None, gpu_ids: list[int] | None) -> int | None:
+    """``--gpu-id N`` / ``--gpu-ids N ...`` (non-distributed runs use one GPU; the published
+    scripts took the first of ``--gpu-ids``): only that GPU is made visible to this process.
+    Returns the GPU chosen (None: unchanged)."""
+    chosen = one_of(gpu_id, gpu_ids[0] if gpu_ids else None, "--gpu-id", "--gpu-ids")
+    if chosen is None:
+        return None
+    if chosen < 0:
+        raise fail(f"--gpu-id must be >= 0, got {chosen}")
+    if gpu_ids and len(gpu_ids) > 1:
+        print(f"--gpu-ids: a non-distributed run uses one GPU; using the first, {chosen}")
+    import torch
+
+    if torch.cuda.is_initialized():
+        raise fail("--gpu-id must be applied before CUDA is initialised")
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(chosen)
+    return chosen
+
+
+def _evaluators(cfg: Config) -> list:
+    evaluator = cfg.get("test_evaluator")
+    if evaluator is None:
+        raise fail("the config has no test_evaluator")
+    return list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
+
+
+def _metric_parameters(evaluator, scope: str) -> set[str]:
+    import inspect
+
+    from mmengine.registry import METRICS, DefaultScope
+
+    with DefaultScope.overwrite_default_scope(scope):
+        metric_class = METRICS.get(evaluator["type"])
+    if metric_class is None:
+        raise fail(f"unknown test_evaluator type {evaluator['type']!r}")
+    return set(inspect.signature(metric_class).parameters)
+
+
+def set_eval_metrics(cfg: Config, metrics: list[str], *, scope: str, names: tuple[str, ...]) -> None:
+    """``--eval M [M ...]``: the metrics each test evaluator computes (the parameter of the
+    evaluator class among ``names``, e.g. CocoMetric ``metric``, IoUMetric ``iou_metrics``)."""
+    applied = False
+    for evaluator in _evaluators(cfg):
+        parameters = _metric_parameters(evaluator, scope)
+        name = next((n for n in names if n in parameters), None)
+        if name is not None:
+            evaluator[name] = list(metrics) if len(metrics) > 1 or name == "iou_metrics" else metrics[0]
+            applied = True
+    if not applied:
+        types = ", ".join(str(e["type"]) for e in _evaluators(cfg))
+        raise fail(f"--eval: the test evaluator ({types}) takes no choice of metrics")
+
+
+def apply_eval_options(cfg: Config, options: dict, *, scope: str, renames: dict[str, str]) -> None:
+    """``--eval-options K=V ...``: keyword arguments of the test evaluator (the published
+    ``dataset.evaluate(**kwargs)``); published names are translated (``renames``, e.g.
+    ``jsonfile_prefix`` -> CocoMetric's ``outfile_prefix``). A key no evaluator takes is an
+    error naming it."""
+    for key, value in options.items():
+        name = renames.get(key, key)
+        taken = False
+        for evaluator in _evaluators(cfg):
+            if name in _metric_parameters(evaluator, scope):
+                evaluator[name] = value
+                taken = True
+        if not taken:
+            types = ", ".join(str(e["type"]) for e in _evaluators(cfg))
+            raise fail(f"--eval-options {key}: the test evaluator ({types}) has no argument {name!r}")
+
+
+def add_custom_hook(cfg: Config, hook: dict) -> None:
+    hooks = list(cfg.get("custom_hooks") or [])
+    hooks.append(hook)
+    cfg.custom_hooks = hooks
+
+
+def parse_shape(values: list[int], flag: str = "--shape") -> tuple[int, int]:
+    """``--shape H [W]``: one value is a square input."""
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise fail(f"{flag} takes one or two values (H [W]), got {len(values)}")

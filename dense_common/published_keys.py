@@ -56,7 +56,8 @@ _DINO_NAMES: tuple[tuple[str, str], ...] = ((_T + "level_embeds", "level_embed")
 
 _D = "decode_head."
 _MASK2FORMER_PREFIXES: tuple[tuple[str, str], ...] = (
-    (_D + "pixel_decoder.encoder.layers.{i}.attentions.0.", _D + "pixel_decoder.encoder.layers.{i}.self_attn."),
+    (_D + "pixel_decoder.encoder.layers.{i}.attentions.0.",
+     _D + "pixel_decoder.encoder.layers.{i}.self_attn."),
     (_D + "pixel_decoder.encoder.layers.{i}.ffns.0.", _D + "pixel_decoder.encoder.layers.{i}.ffn."),
     # the published decoder layer runs cross_attn, norm, self_attn, norm, ffn, norm
     (_D + "transformer_decoder.layers.{i}.attentions.0.", _D + "transformer_decoder.layers.{i}.cross_attn."),
@@ -196,9 +197,11 @@ def fuse_efficient_ffn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
                     and sorted(parts["fc1.bias"]) == splits and sorted(parts["fc2.weight"]) == splits
                     and list(parts["fc2.bias"]) == [0])
         if not complete:
-            raise ValueError(f"split FFN {ffn!r} is incomplete: fc1_k.weight for k={sorted(parts['fc1.weight'])}, "
+            raise ValueError(f"split FFN {ffn!r} is incomplete: fc1_k.weight for "
+                             f"k={sorted(parts['fc1.weight'])}, "
                              f"fc1_k.bias for k={sorted(parts['fc1.bias'])}, fc2_k.weight for "
-                             f"k={sorted(parts['fc2.weight'])}, fc2_bias {'present' if parts['fc2.bias'] else 'missing'}")
+                             f"k={sorted(parts['fc2.weight'])}, "
+                             f"fc2_bias {'present' if parts['fc2.bias'] else 'missing'}")
         out[f"{ffn}.layers.0.0.weight"] = torch.cat([parts["fc1.weight"][k] for k in splits], dim=0)
         out[f"{ffn}.layers.0.0.bias"] = torch.cat([parts["fc1.bias"][k] for k in splits], dim=0)
         out[f"{ffn}.layers.1.weight"] = torch.cat([parts["fc2.weight"][k] for k in splits], dim=1)
@@ -206,7 +209,8 @@ def fuse_efficient_ffn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
     return out
 
 
-_PLAIN_FFN_PART = re.compile(r"^(?P<ffn>.+\.ffn)\.layers\.(?P<part>0\.0\.weight|0\.0\.bias|1\.weight|1\.bias)$")
+_PLAIN_FFN_PART = re.compile(r"^(?P<ffn>.+\.ffn)\.layers\."
+                             r"(?P<part>0\.0\.weight|0\.0\.bias|1\.weight|1\.bias)$")
 
 
 def split_efficient_ffn(state_dict: Mapping[str, torch.Tensor], split: int) -> dict[str, torch.Tensor]:
@@ -227,7 +231,8 @@ def split_efficient_ffn(state_dict: Mapping[str, torch.Tensor], split: int) -> d
         dim = 1 if part == "1.weight" else 0
         if value.shape[dim] % split:
             raise ValueError(f"{key}: hidden width {value.shape[dim]} does not split into {split} parts")
-        name = {"0.0.weight": "fc1_{k}.weight", "0.0.bias": "fc1_{k}.bias", "1.weight": "fc2_{k}.weight"}[part]
+        name = {"0.0.weight": "fc1_{k}.weight", "0.0.bias": "fc1_{k}.bias",
+                "1.weight": "fc2_{k}.weight"}[part]
         for k, chunk in enumerate(torch.chunk(value, split, dim=dim)):
             out[f"{ffn}.{name.format(k=k)}"] = chunk.clone() if chunk.device.type != "meta" else chunk
     return out
@@ -264,7 +269,9 @@ def to_published_state_dict(state_dict: Mapping[str, torch.Tensor], *, model: st
     return {mask2former_to_published(k): v for k, v in state_dict.items()}
 
 
-__all__ = ["CURRENT", "LAYOUTS", "PUBLISHED_DINO", "PUBLISHED_MASK2FORMER", "convert_state_dict", "detect_layout",
+__all__ = ["CURRENT", "LAYOUTS", "PUBLISHED_DINO", "PUBLISHED_MASK2FORMER", "convert_state_dict",
+           "detect_layout",
            "dino_to_mmdet3", "dino_to_published", "fuse_efficient_ffn", "mask2former_to_mmseg1",
-           "mask2former_to_published", "split_efficient_ffn", "to_current", "to_mmdet3", "to_mmseg1", "to_published",
+           "mask2former_to_published", "split_efficient_ffn", "to_current", "to_mmdet3", "to_mmseg1",
+           "to_published",
            "to_published_state_dict"]

@@ -22,6 +22,7 @@ VARIANTS = {
     "l": (160, [5, 5, 22, 5], [10, 20, 40, 80], 2.0, True, 1.0),
     "xl": (192, [5, 5, 24, 5], [12, 24, 48, 96], 2.0, True, 1.0),
     "h": (320, [6, 6, 32, 6], [10, 20, 40, 80], 1.0, False, None),
+    "g": (512, [2, 2, 48, 4], [16, 32, 64, 128], 1.0, True, None),
 }
 # Published run settings: variant, drop_path, pretrained file (None: from a detector),
 # lr, weight decay, layer decay (None: no layer-wise decay), offset_lr_scale, epochs/iterations.
@@ -30,6 +31,7 @@ L22K, XL22K = "internimage_l_22k_192to384", "internimage_xl_22k_192to384"
 PUBLISHED = {
     "coco/mask_rcnn_internimage_t_fpn_1x_coco": ("t", 0.2, T1K, 1e-4, 0.05, 1.0, 1.0, 12),
     "coco/mask_rcnn_internimage_t_fpn_3x_coco": ("t", 0.2, T1K, 1e-4, 0.05, 1.0, 1.0, 36),
+    "coco/mask_rcnn_internimage_t_fpn_1x_coco_with_dcnv4": ("t", 0.2, T1K, 1e-4, 0.05, 1.0, 1.0, 12),
     "coco/mask_rcnn_internimage_s_fpn_1x_coco": ("s", 0.3, S1K, 1e-4, 0.05, 1.0, 1.0, 12),
     "coco/mask_rcnn_internimage_s_fpn_3x_coco": ("s", 0.3, S1K, 1e-4, 0.05, 1.0, 1.0, 36),
     "coco/mask_rcnn_internimage_b_fpn_1x_coco": ("b", 0.4, B1K, 1e-4, 0.05, 1.0, 1.0, 12),
@@ -44,10 +46,14 @@ PUBLISHED = {
     "coco/dino_4scale_internimage_h_objects365_coco_ss": ("h", 0.5, None, 1e-4, 1e-4, 0.94, 1e-3, 20000),
     "coco/dino_4scale_cbinternimage_h_objects365_coco_ss": ("h", 0.5, None, 1e-4, 1e-4, 0.94, 1e-3,
                                                             20000),
+    "coco/dino_4scale_internimage_g_objects365_coco_ss": ("g", 0.5, None, 1e-4, 1e-4, 0.94, 1e-3, 20000),
     "crowd_human/cascade_internimage_xl_fpn_3x_crowd_human": ("xl", 0.4, XL22K, 1e-4, 1e-4, 0.94, 1.0, 36),
     "lvis/dino_4scale_cbinternimage_h_objects365_lvis_minival_ss": ("h", 0.5, None, 1e-4, 1e-4, 0.94, 1e-3,
                                                                     80000),
+    "lvis/dino_4scale_cbinternimage_h_objects365_lvis_val_ss": ("h", 0.5, None, 1e-4, 1e-4, 0.94, 1e-3,
+                                                                80000),
     "voc/dino_4scale_cbinternimage_h_objects365_voc07": ("h", 0.5, None, 5e-5, 1e-4, 0.94, 1e-3, 20000),
+    "voc/dino_4scale_cbinternimage_h_objects365_voc12": ("h", 0.5, None, 5e-5, 1e-4, 0.94, 1e-3, 20000),
     "openimages/dino_4scale_cbinternimage_h_objects365_openimages_ss": ("h", 0.5, None, 1e-4, 1e-4, 0.94,
                                                                         1e-3, 100000),
 }
@@ -77,6 +83,16 @@ def test_config_has_the_published_settings(path):
     if variant == "h":
         assert backbone.dw_kernel_size == 5 and backbone.res_post_norm and backbone.center_feature_scale
         assert list(backbone.level2_post_norm_block_ids) == [5, 11, 17, 23, 29]
+    if variant == "g":
+        assert backbone.dw_kernel_size == 5 and not backbone.res_post_norm and backbone.center_feature_scale
+        assert list(backbone.level2_post_norm_block_ids) == [5, 11, 17, 23, 29, 35, 41, 47]
+        for part in ("encoder", "decoder"):
+            assert cfg.model[part].layer_cfg.ffn_cfg.type == "EfficientFFN"
+            assert cfg.model[part].layer_cfg.ffn_cfg.split == 4
+    if path.parent.name == "voc":
+        assert cfg.load_from.endswith("dino_4scale_cbinternimage_h_objects365_20classes.pth")
+    if "_with_dcnv4" in path.name:
+        assert backbone.use_dcn_v4_op is True
 
     optim = cfg.optim_wrapper
     assert optim.optimizer.type == "AdamW"

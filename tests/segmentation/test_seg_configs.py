@@ -32,13 +32,18 @@ BACKBONES = {
               post_norm=False, drop_path_rate=0.5, dw_kernel_size=5, res_post_norm=True,
               level2_post_norm=True,
               level2_post_norm_block_ids=[5, 11, 17, 23, 29], center_feature_scale=True),
+    "g": dict(channels=512, depths=[2, 2, 48, 4], groups=[16, 32, 64, 128], layer_scale=None,
+              offset_scale=1.0, post_norm=True, drop_path_rate=0.5, dw_kernel_size=5, res_post_norm=False,
+              level2_post_norm=True, level2_post_norm_block_ids=[5, 11, 17, 23, 29, 35, 41, 47],
+              center_feature_scale=True, with_cp=True),
 }
 PRETRAINED = {"t": "internimage_t_1k_224", "s": "internimage_s_1k_224", "b": "internimage_b_1k_224",
               "l": "internimage_l_22k_192to384", "xl": "internimage_xl_22k_192to384",
-              "h": "internimage_h_jointto22k_384"}
+              "h": "internimage_h_jointto22k_384", "g": "internimage_g_pretrainto22k_384"}
 # variant -> (lr, layer decay, gradient clipping) of the published UperNet/SegFormer configs
 OPTIM = {"t": (6e-5, 1.0, False), "s": (6e-5, 1.0, False), "b": (6e-5, 1.0, False),
-         "l": (2e-5, 0.94, True), "xl": (2e-5, 0.94, True), "h": (2e-5, 0.95, True)}
+         "l": (2e-5, 0.94, True), "xl": (2e-5, 0.94, True), "h": (2e-5, 0.95, True),
+         "g": (2e-5, 0.95, True)}
 # published Mask2Former-H learning rates and clipping, by config name
 MASK2FORMER = {
     "mask2former_internimage_h_896_80k_cocostuff2ade20k_ss": (1e-5, True),
@@ -56,6 +61,7 @@ PUBLISHED_NAMES = [
     "ade20k/upernet_internimage_t_512_160k_ade20k", "ade20k/upernet_internimage_s_512_160k_ade20k",
     "ade20k/upernet_internimage_b_512_160k_ade20k", "ade20k/upernet_internimage_l_640_160k_ade20k",
     "ade20k/upernet_internimage_xl_640_160k_ade20k", "ade20k/upernet_internimage_h_896_160k_ade20k",
+    "ade20k/upernet_internimage_g_896_160k_ade20k",
     *(f"cityscapes/upernet_internimage_{v}_512x1024_160k_cityscapes" for v in ("t", "s", "b", "l", "xl")),
     *(f"cityscapes/{h}_internimage_{v}_512x1024_160k_mapillary2cityscapes"
       for h in ("upernet", "segformer") for v in ("l", "xl")),
@@ -88,7 +94,7 @@ def _dataset_classes(cfg: Config) -> int:
 
 def test_published_configs_are_all_here() -> None:
     names = {str(p.relative_to(CONFIGS).with_suffix("")) for p in ALL}
-    assert len(PUBLISHED_NAMES) == 29
+    assert len(PUBLISHED_NAMES) == 30
     assert set(PUBLISHED_NAMES) <= names
 
 
@@ -111,8 +117,12 @@ def test_config_builds_with_published_settings(path: Path) -> None:
     else:
         assert cfg.load_from.startswith(HF) and cfg.load_from.endswith(".pth")
 
-    # the decoder predicts the dataset's classes (the published Cityscapes files said 150)
+    # the decoder predicts the dataset's classes, except the UperNet Cityscapes/Mapillary
+    # heads: 150 outputs, the size of their published checkpoints
     classes = _dataset_classes(cfg)
+    if path.stem.startswith("upernet") and path.parent.name in ("cityscapes", "mapillary"):
+        assert classes == 19
+        classes = 150
     assert cfg.model.decode_head.num_classes == classes
     if cfg.model.get("auxiliary_head"):
         assert cfg.model.auxiliary_head.num_classes == classes

@@ -2,7 +2,7 @@
 # Iteration-based (20k iterations, 1 image per GPU, large multi-scale input), layer-wise
 # lr decay 0.94 and 1e-3 lr on the deformable-attention offsets. The published run starts
 # from its Objects365 detector: pass it with --cfg-options load_from=... (checkpoints of the
-# published mmdet 2 tree need their keys converted to mmdet 3's DINO first).
+# published mmdet 2 tree convert to mmdet 3's DINO names on load).
 _base_ = ['../_base_/dino_internimage.py']
 model = dict(
     backbone=dict(

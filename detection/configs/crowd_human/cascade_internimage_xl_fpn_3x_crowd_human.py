@@ -1,5 +1,8 @@
 # Cascade R-CNN InternImage-XL FPN, 3x (multi-scale + crop), CrowdHuman full-body boxes.
-# Data: data/CrowdHuman/{Images/, annotation_train.odgt, annotation_val.odgt} as released.
+# Data as the published config reads it: data/CrowdHuman/Images/ and the COCO-style
+# data/CrowdHuman/annotations/annotation_{train,val}.json that
+# `python detection/tools/create_crowd_anno.py --dataset CrowdHuman --dataset-split train|val`
+# writes from the released .odgt files (crowd/ignore regions as iscrowd=1). COCO box AP.
 _base_ = ['mmdet::_base_/models/cascade-rcnn_r50_fpn.py', '../_base_/internimage_3x.py']
 pretrained = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/internimage_xl_22k_192to384.pth'
 stage_target_stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067]]
@@ -48,28 +51,30 @@ test_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+metainfo = dict(classes=('person',), palette=[(220, 20, 60)])
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,
-        type='CrowdHumanOdgtDataset',
+        type='CocoDataset',
         data_root=data_root,
-        ann_file='annotation_train.odgt',
+        metainfo=metainfo,
+        ann_file='annotations/annotation_train.json',
         data_prefix=dict(img='Images/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=32),
         pipeline=train_pipeline))
 val_dataloader = dict(
     dataset=dict(
         _delete_=True,
-        type='CrowdHumanOdgtDataset',
+        type='CocoDataset',
         data_root=data_root,
-        ann_file='annotation_val.odgt',
+        metainfo=metainfo,
+        ann_file='annotations/annotation_val.json',
         data_prefix=dict(img='Images/'),
         test_mode=True,
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(
-    _delete_=True, type='CrowdHumanMetric', ann_file=data_root + 'annotation_val.odgt',
-    metric=['AP', 'MR', 'JI'])
+val_evaluator = dict(_delete_=True, type='CocoMetric', ann_file=data_root + 'annotations/annotation_val.json',
+                     metric='bbox')
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(

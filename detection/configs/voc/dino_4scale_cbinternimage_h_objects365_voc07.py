@@ -1,6 +1,9 @@
 # DINO-4scale CB-InternImage-H, Objects365 -> PASCAL VOC (20 classes): trained on
 # VOC2007 + VOC2012 trainval, evaluated on VOC2007 test (mAP@0.5, area method), lr 5e-5.
 _base_ = ['../_base_/dino_cbinternimage_h_o365_finetune.py']
+# the published Objects365 detector with its head cut to the 20 VOC classes
+load_from = ('https://huggingface.co/OpenGVLab/InternImage/resolve/main/'
+             'dino_4scale_cbinternimage_h_objects365_20classes.pth')
 data_root = 'data/VOCdevkit/'
 model = dict(bbox_head=dict(num_classes=20))
 voc_trainval = [

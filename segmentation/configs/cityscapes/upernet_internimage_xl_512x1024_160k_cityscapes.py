@@ -1,7 +1,7 @@
 # UperNet + InternImage-XL, Cityscapes fine, 512x1024 crops, 160k iterations (8 GPUs x 2 images).
 # Published: mIoU 83.62 / 84.28 (single / multi-scale).
-# num_classes is Cityscapes' 19 (the published file said 150, ADE20K's count, which
-# trained a decoder with 131 never-seen classes).
+# The heads have 150 outputs, as the published file and its checkpoint (ADE20K's count):
+# classes 19-149 are never targets; see segmentation/README.md for what that means.
 _base_ = [
     '../_base_/models/upernet_internimage_xl.py',
     '../_base_/datasets/cityscapes_512x1024.py',
@@ -13,5 +13,5 @@ pretrained = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/internim
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(num_classes=19),
-    auxiliary_head=dict(num_classes=19))
+    decode_head=dict(num_classes=150),
+    auxiliary_head=dict(num_classes=150))
