@@ -224,7 +224,8 @@ def move_meta(meta: tuple[torch.Tensor, ...] | None, device: torch.device) -> tu
     return None if meta is None else tuple(m.to(device, non_blocking=True) for m in meta)
 
 
-def forward_model(model: nn.Module, images: torch.Tensor, meta: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+def forward_model(model: nn.Module, images: torch.Tensor,
+                  meta: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
     """``model([images, temporal, spatial])`` for models that take metadata
     (InternImageMetaFormer), else ``model(images)`` (metadata, if any, is ignored)."""
     if meta is not None and is_meta_model(model):
