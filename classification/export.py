@@ -160,10 +160,13 @@ def trt_command(onnx_path: str, size: int, dynamic_batch: bool, batch: int) -> s
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from classification.models.checkpoint import add_trust_argument, apply_trust_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name", default="internimage_t_1k_224", help="a published timm name")
     parser.add_argument("--ckpt_dir", default=None, help="folder holding <model_name>.pth")
+    add_trust_argument(parser)  # --trust-checkpoint
     parser.add_argument("--onnx", action="store_true", help="export to ONNX and check it in onnxruntime")
     parser.add_argument("--trt", action="store_true",
                         help="export the plugin form and print the trtexec command (needs TensorRT)")
@@ -178,6 +181,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="where the .onnx files go (default: --ckpt_dir or .)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs for the latency medians (0: skip)")
     args = parser.parse_args(argv)
+    apply_trust_argument(args.trust_checkpoint)
     if not (args.onnx or args.trt):
         parser.error("nothing to do: pass --onnx and/or --trt")
     if args.batch < 1:

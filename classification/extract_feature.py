@@ -26,7 +26,11 @@ from torch import nn  # noqa: E402
 
 from classification.config import load_config_file  # noqa: E402
 from classification.models import build_model  # noqa: E402
-from classification.models.checkpoint import load_pretrained  # noqa: E402
+from classification.models.checkpoint import (  # noqa: E402
+    add_trust_argument,
+    apply_trust_argument,
+    load_pretrained,
+)
 from classification.output_root import default_output  # noqa: E402
 
 _PIL_MODES = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
@@ -40,6 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keys", required=True, nargs="+", metavar="MODULE_PATH",
                         help="submodules to hook, e.g. patch_embed levels.0.downsample")
     parser.add_argument("--resume", default="", metavar="CKPT", help="weights to load (.pth)")
+    add_trust_argument(parser)  # --trust-checkpoint
     parser.add_argument("--save", action="store_true", help="save the features with torch.save")
     parser.add_argument("--output", default=None, metavar="DIR",
                         help="folder for the saved features (default: $INTERNIMAGE_OUTPUT/features, "
@@ -112,6 +117,7 @@ def extract_features(model: nn.Module, image: torch.Tensor, keys: Sequence[str])
 
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     args = parse_args(argv)
+    apply_trust_argument(args.trust_checkpoint)
     config = load_config_file(args.cfg, args.opts)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(config)

@@ -23,7 +23,6 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import pickle  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterable  # noqa: E402
@@ -42,6 +41,7 @@ from classification.config import get_config  # noqa: E402
 from classification.data import build_loader  # noqa: E402
 from classification.lr_scheduler import build_scheduler  # noqa: E402
 from classification.models import build_model, is_meta_model  # noqa: E402
+from classification.models.checkpoint import add_trust_argument, apply_trust_argument  # noqa: E402
 from classification.optimizer import build_optimizer, freeze_backbone  # noqa: E402
 from classification.utils import (  # noqa: E402
     BEST_NAME,
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pretrained", type=str, help="initial weights (fine-tuning)")
     p.add_argument("--resume", type=str, help="training checkpoint to resume from")
+    add_trust_argument(p)  # --trust-checkpoint
     p.add_argument("--accumulation-steps", type=int, help="gradient accumulation steps")
     p.add_argument("--use-checkpoint", action="store_true", help="gradient checkpointing to save memory")
     p.add_argument(
@@ -449,17 +450,11 @@ def evaluate_only(config: CfgNode, loader_val: Iterable, model: nn.Module, devic
 
 
 def _read_resume_file(path: str, logger: logging.Logger) -> dict:
-    """A user-named checkpoint; files pickled with other objects (old trainers) are re-read
-    with weights_only=False after a warning."""
+    """A user-named checkpoint, read by read_checkpoint: a file holding objects beyond its
+    allowlist is refused (UntrustedCheckpointError) unless --trust-checkpoint is given."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"resume checkpoint not found: {path}")
-    try:
-        return load_checkpoint_file(path)
-    except pickle.UnpicklingError:
-        logger.warning(
-            f"{path} holds non-tensor objects; loading with weights_only=False (trusted files only)"
-        )
-        return torch.load(path, map_location="cpu", weights_only=False)
+    return load_checkpoint_file(path)
 
 
 # ----------------------------------------------------------------------------- main
@@ -467,6 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Runs training, --eval or --throughput as the command line says; returns the final
     metrics (max_accuracy, acc1, acc5, epochs_run, output, ...)."""
     args = build_parser().parse_args(argv)
+    apply_trust_argument(args.trust_checkpoint)
     rank, world_size, local_rank, initialised = init_distributed()
     logger = None
     try:

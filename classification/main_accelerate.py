@@ -50,6 +50,7 @@ from classification.main import (  # noqa: E402
 )
 from classification.main_deepspeed import _evaluate_only, build_client_optimizer  # noqa: E402
 from classification.models import build_model  # noqa: E402
+from classification.models.checkpoint import apply_trust_argument, routed_torch_load  # noqa: E402
 from classification.utils import MetricsLogger, close_logger, create_logger, plot_curves  # noqa: E402
 
 STATE_DIR = "accelerate"
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     from accelerate import Accelerator
 
     args = build_accelerate_parser().parse_args(argv)
+    apply_trust_argument(args.trust_checkpoint)
     check_tracker(args.logger)
     try:
         config = get_config(args)
@@ -195,7 +197,8 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
         config.MODEL.RESUME if config.MODEL.RESUME and os.path.isdir(config.MODEL.RESUME) else None
     )
     if resume:
-        acc.load_state(resume)
+        with routed_torch_load():  # accelerate reads registered objects with weights_only=False
+            acc.load_state(resume)
         logger.info(f"resumed from {resume} (epoch {state.epoch}, {state.updates} updates)")
     # The schedule is a function of the update count, which the saved state carries.
     lr_scheduler.step_update(state.updates)

@@ -57,6 +57,11 @@ from classification.main import (  # noqa: E402
     validate,
 )
 from classification.models import build_model, is_meta_model  # noqa: E402
+from classification.models.checkpoint import (  # noqa: E402
+    apply_trust_argument,
+    read_checkpoint,
+    routed_torch_load,
+)
 from classification.optimizer import build_optimizer  # noqa: E402
 from classification.utils import (  # noqa: E402
     MetricsLogger,
@@ -216,13 +221,14 @@ def read_zero_weights(ckpt_dir: str, tag: str | None = None, ema: bool = False) 
             with open(os.path.join(load_dir, "latest")) as f:
                 tag = f.read().strip()
         states = os.path.join(load_dir, tag, "mp_rank_00_model_states.pt")
-        client = torch.load(states, map_location="cpu", weights_only=False)
+        client = read_checkpoint(states, map_location="cpu")
         if client.get("ema") is None:
             raise KeyError(f"{states} holds no EMA weights (trained without TRAIN.EMA.ENABLE)")
         return {k: v.float() if v.is_floating_point() else v for k, v in client["ema"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    state = get_fp32_state_dict_from_zero_checkpoint(load_dir, tag=tag)
+    with routed_torch_load():  # zero_to_fp32 reads with weights_only=False
+        state = get_fp32_state_dict_from_zero_checkpoint(load_dir, tag=tag)
     return {k: v.contiguous() for k, v in state.items()}
 
 
@@ -335,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Training, --eval, --throughput or --consolidate as the command line says; returns
     the final metrics like main.main."""
     args = build_ds_parser().parse_args(argv)
+    apply_trust_argument(args.trust_checkpoint)
     if args.consolidate:
         if not args.out:
             raise SystemExit("--consolidate needs --out FILE")
@@ -448,7 +455,8 @@ def _train(
     elif config.MODEL.RESUME and is_zero_checkpoint(config.MODEL.RESUME):
         resume_dir, resume_tag = _split_ckpt_dir(config.MODEL.RESUME)
     if resume_dir is not None:
-        path, client = engine.load_checkpoint(resume_dir, tag=resume_tag)
+        with routed_torch_load():  # DeepSpeed's checkpoint engine reads with weights_only=False
+            path, client = engine.load_checkpoint(resume_dir, tag=resume_tag)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint could be loaded from {resume_dir}")
         start_epoch = int(client["epoch"]) + 1

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from classification.export import TRT_PLUGIN_LIB, median_ms, tensorrt_available
+from classification.models.checkpoint import parse_args_with_trust
 from classification.output_root import default_output
 from dense_common import stack_compat
 
@@ -365,7 +366,7 @@ def main(argv: Sequence[str] | None, *, plugin_package: str, registry_scope: str
          script: str) -> int:
     """The whole pipeline; returns the exit status (0 ok, 1 check failed, 2 TensorRT missing)
     and leaves a summary in ``<work-dir>/deploy_check.json``."""
-    args = build_parser(description).parse_args(argv)
+    args = parse_args_with_trust(build_parser(description), argv)  # adds --trust-checkpoint
     if args.work_dir is None:
         args.work_dir = default_output("deploy", osp.splitext(osp.basename(args.model_cfg))[0])
     stack_compat.apply(onnx=True)

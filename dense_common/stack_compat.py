@@ -3,14 +3,11 @@ mmseg 1.2, mmdeploy 1.3.1) run on torch 2.14 — in one place, each measured in
 ../shared/spec/stack.md. ``apply()`` is idempotent; mmdet_custom and mmseg_custom call
 it on import, the deploy scripts call ``apply(onnx=True)``.
 
-1. Checkpoints. torch >= 2.6 loads with ``weights_only=True``, and mmengine's own
-   training-state files (resume) pickle ``HistoryBuffer`` objects and numpy arrays.
-   Instead of switching the safety off for every file (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``),
-   mmengine's local-file loader is replaced by one that still loads with
-   ``weights_only=True`` but allows exactly the types mmengine writes
-   (``_training_state_globals``). A file needing anything else fails with a message naming
-   the types; ``INTERNIMAGE_TRUST_CHECKPOINTS=1`` opts into a full unpickle for files you
-   trust.
+1. Checkpoints. mmengine's local-file and http(s) loaders are replaced by
+   ``classification.models.checkpoint.read_checkpoint``, the repository's one checkpoint
+   reader: weights-only with an allowlist that covers what mmengine writes (numpy arrays,
+   ``HistoryBuffer``); a file needing anything else fails with a message naming the types;
+   ``INTERNIMAGE_TRUST_CHECKPOINTS=1`` opts into a full unpickle for files you trust.
 2. ONNX (``onnx=True``). torch 2.14's ``torch.onnx.export`` defaults to the dynamo
    exporter, which ignores ``autograd.Function.symbolic`` and mmdeploy's rewriters: the
    default becomes ``dynamo=False`` (an explicit argument still wins). mmdeploy 1.3.1
@@ -24,69 +21,22 @@ it on import, the deploy scripts call ``apply(onnx=True)``.
 from __future__ import annotations
 
 import functools
-import os
 import os.path as osp
-import pickle
 from typing import Any
 
 import torch
 
-TRUST_ENV = "INTERNIMAGE_TRUST_CHECKPOINTS"
+TRUST_ENV = "INTERNIMAGE_TRUST_CHECKPOINTS"  # the same as classification.models.checkpoint.TRUST_ENV
 _applied: set[str] = set()
 
 
-def _history_buffer_method(owner: Any, name: str) -> Any:
-    """Stands in for ``builtins.getattr`` during a weights-only load. HistoryBuffer's
-    ``__getstate__`` stores its statistics methods, which pickle as
-    ``getattr(HistoryBuffer, 'min')`` etc.; rather than allowing getattr on anything a file
-    names, only public methods of HistoryBuffer are handed out."""
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    method = getattr(owner, name, None) if owner is HistoryBuffer and not name.startswith("_") else None
-    if not callable(method):
-        raise pickle.UnpicklingError(f"weights-only load: refusing getattr({owner!r}, {name!r})")
-    return method
-
-
-def _training_state_globals() -> list[Any]:
-    """Types that mmengine 0.10 checkpoints (message hub, dataset meta) pickle besides
-    tensors."""
-    import numpy as np
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    try:  # numpy >= 2 moved the pickling helpers to numpy._core
-        from numpy._core.multiarray import _reconstruct, scalar
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct, scalar
-    dtype_classes = [type(np.dtype(t)) for t in
-                     ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")]
-    helpers: list[Any] = [_reconstruct, scalar]
-    if _reconstruct.__module__ != "numpy.core.multiarray":  # files written under numpy 1.x name them so
-        helpers += [(fn, f"numpy.core.multiarray.{fn.__name__}") for fn in (_reconstruct, scalar)]
-    return [HistoryBuffer, (_history_buffer_method, "builtins.getattr"), np.ndarray, np.dtype, *helpers,
-            *dtype_classes]
-
-
 def torch_load(filename: str, map_location: Any = None) -> Any:
-    """``torch.load`` for mmengine checkpoints: weights-only with the training-state
-    allowlist; a clear error (or, with INTERNIMAGE_TRUST_CHECKPOINTS=1, a full load)
-    when a file needs other types."""
-    try:
-        with torch.serialization.safe_globals(_training_state_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if os.environ.get(TRUST_ENV) == "1":
-            return torch.load(filename, map_location=map_location, weights_only=False)
-        try:
-            needed = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-        except Exception:  # noqa: BLE001 - only used to improve the message
-            needed = []
-        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
-                   for g in _training_state_globals()}
-        extra = [g for g in needed if g not in allowed]
-        raise pickle.UnpicklingError(
-            f"{filename} holds pickled objects that a weights-only load refuses: {extra or error}. "
-            f"If you trust this file, set {TRUST_ENV}=1 to load it with weights_only=False.") from error
+    """``torch.load`` for mmengine checkpoints: ``classification.models.checkpoint.read_checkpoint``
+    (weights-only with the repository's allowlist, which covers mmengine's training state;
+    a clear error, or with INTERNIMAGE_TRUST_CHECKPOINTS=1 a full load, for anything else)."""
+    from classification.models.checkpoint import read_checkpoint
+
+    return read_checkpoint(filename, map_location=map_location)
 
 
 def _patch_mmengine_loader() -> None:
@@ -94,9 +44,12 @@ def _patch_mmengine_loader() -> None:
 
     @CheckpointLoader.register_scheme(prefixes="", force=True)
     def load_from_local(filename: str, map_location: Any = None) -> Any:
-        filename = osp.expanduser(filename)
-        if not osp.isfile(filename):
-            raise FileNotFoundError(f"checkpoint file {filename!r} does not exist")
+        return torch_load(osp.expanduser(filename), map_location=map_location)
+
+    # load_from='https://...' in a config: downloaded to the torch.hub cache, then the same rules
+    @CheckpointLoader.register_scheme(prefixes=("http://", "https://"), force=True)
+    def load_from_http(filename: str, map_location: Any = None, model_dir: str | None = None,
+                       progress: bool = False) -> Any:
         return torch_load(filename, map_location=map_location)
 
 

@@ -12,6 +12,7 @@ import mmcv
 from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import VISUALIZERS
 
+from classification.models.checkpoint import parse_args_with_trust
 from classification.output_root import default_output
 from dense_common.cli import check_checkpoint, fail, load_config
 
@@ -25,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                       "name>_result.jpg, outside the checkout)")
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda:0")
     parser.add_argument("--score-thr", type=float, default=0.3, help="draw predictions scoring at least this")
-    return parser.parse_args(argv)
+    return parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -13,6 +13,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from classification.models.checkpoint import parse_args_with_trust
 from dense_common.cli import check_checkpoint, default_work_dir, fail, load_config, set_local_rank
 
 
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config entries")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
-    return parser.parse_args(argv)
+    return parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
 
 
 def _use_tta(cfg: Config) -> None:

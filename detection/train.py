@@ -14,6 +14,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from classification.models.checkpoint import parse_args_with_trust
 from dense_common.cli import check_checkpoint, default_work_dir, fail, load_config, set_local_rank
 
 
@@ -30,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config entries, e.g. train_cfg.max_epochs=1")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
-    return parser.parse_args(argv)
+    return parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
 
 
 def build_cfg(args: argparse.Namespace) -> Config:

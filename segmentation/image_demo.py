@@ -14,6 +14,7 @@ import os.path as osp
 
 from mmseg_custom.palettes import PALETTES, palette_meta
 
+from classification.models.checkpoint import parse_args_with_trust
 from classification.output_root import default_output
 from dense_common.cli import check_checkpoint, fail, load_config
 
@@ -30,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None,
                         help="output folder (default: $INTERNIMAGE_OUTPUT/demo_out, outside the checkout)")
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda:0")
-    args = parser.parse_args(argv)
+    args = parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
     if not 0 < args.opacity <= 1:
         parser.error(f"--opacity must be in (0, 1], got {args.opacity}")
     return args

@@ -17,6 +17,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 from mmseg_custom.tta import DEFAULT_RATIOS, build_tta_pipeline
 
+from classification.models.checkpoint import parse_args_with_trust
 from dense_common.cli import check_checkpoint, default_work_dir, fail, load_config, set_local_rank
 
 
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config entries, e.g. test_dataloader.batch_size=1")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
     set_local_rank(args.local_rank)
     return args
 

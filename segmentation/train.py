@@ -15,6 +15,7 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from classification.models.checkpoint import parse_args_with_trust
 from dense_common.cli import check_checkpoint, default_work_dir, load_config, set_local_rank
 
 
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config entries, e.g. train_cfg.max_iters=1000")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)  # set by older launchers
-    args = parser.parse_args(argv)
+    args = parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
     set_local_rank(args.local_rank)
     return args
 

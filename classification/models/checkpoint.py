@@ -13,13 +13,16 @@ what did not match."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,12 +121,14 @@ SAFETENSORS_SUFFIX = ".safetensors"
 _MAX_ALLOW_ROUNDS = 64  # legacy (non-zip) files reveal their globals one refusal at a time
 
 
-class UntrustedCheckpointError(pickle.UnpicklingError):
+class UntrustedCheckpointError(RuntimeError):
     """A checkpoint needs objects that a weights-only load refuses (they could run code).
 
-    A subclass of ``pickle.UnpicklingError`` — what ``torch.load(weights_only=True)`` raises
-    for the same file — so callers that already catch that keep working. ``path`` is the
-    file, ``types`` the refused globals (``module.name``) as far as they could be found."""
+    A ``RuntimeError``, deliberately not a ``pickle.UnpicklingError`` (what
+    ``torch.load(weights_only=True)`` raises): code written for torch's error often catches
+    that one to retry with ``weights_only=False`` or to re-word it (timm does), and this
+    error must reach the user as it is. ``path`` is the file, ``types`` the refused globals
+    (``module.name``) as far as they could be found."""
 
     def __init__(self, path: str, types: list[str], detail: str = "") -> None:
         self.path = path
@@ -159,6 +164,14 @@ def apply_trust_argument(trust_checkpoint: bool) -> None:
         os.environ[TRUST_ENV] = "1"
 
 
+def parse_args_with_trust(parser: Any, argv: Any = None) -> Any:
+    """``parser.parse_args(argv)`` with ``--trust-checkpoint`` added and applied."""
+    add_trust_argument(parser)
+    args = parser.parse_args(argv)
+    apply_trust_argument(args.trust_checkpoint)
+    return args
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
@@ -175,6 +188,50 @@ def _history_buffer_method(owner: Any, name: str) -> Any:
     if not callable(method):
         raise pickle.UnpicklingError(f"weights-only load: refusing getattr({owner!r}, {name!r})")
     return method
+
+
+class _CfgNodeStandIn:
+    """Stands in for yacs' ``CfgNode`` during a weights-only load. A CfgNode is a dict
+    subclass, and torch's weights-only unpickler fills only plain dicts; so each pickled
+    CfgNode is built as a marked ``OrderedDict`` (its attributes restored on it as pickle
+    would) and turned into a real CfgNode afterwards (``_rebuild_cfg_nodes``)."""
+
+    def __new__(cls, *args: Any) -> Any:  # noqa: D102 - pickle's NEWOBJ calls cls.__new__(cls)
+        node: OrderedDict = OrderedDict()
+        node.__dict__[_CFG_NODE_MARK] = True
+        return node
+
+
+_CFG_NODE_MARK = "_internimage_cfg_node"
+
+
+def _rebuild_cfg_nodes(obj: Any) -> Any:
+    """``obj`` with every stand-in built by ``_CfgNodeStandIn`` replaced by a CfgNode
+    (containers are updated in place; only dicts, lists and tuples are walked)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            rebuilt = _rebuild_cfg_nodes(value)
+            if rebuilt is not value:
+                obj[key] = rebuilt
+        if type(obj) is OrderedDict and obj.__dict__.pop(_CFG_NODE_MARK, False):
+            from yacs.config import CfgNode
+
+            node = CfgNode()
+            dict.update(node, obj)  # as pickle does: items, then the instance attributes
+            node.__dict__.update(obj.__dict__)
+            return node
+        return obj
+    if isinstance(obj, list):
+        for index, value in enumerate(obj):
+            rebuilt = _rebuild_cfg_nodes(value)
+            if rebuilt is not value:
+                obj[index] = rebuilt
+        return obj
+    if isinstance(obj, tuple):
+        items = [_rebuild_cfg_nodes(value) for value in obj]
+        if any(a is not b for a, b in zip(items, obj)):
+            return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    return obj
 
 
 def _import(module: str, name: str) -> Any:
@@ -194,7 +251,7 @@ def _numpy_core(name: str) -> Any:
 # reading a plain file imports nothing extra. Values are resolvers returning the object.
 _ALLOWED_GLOBALS: dict[str, Callable[[], Any]] = {
     # configs pickled next to the weights by yacs-based trainers (published Swin-style ones)
-    "yacs.config.CfgNode": lambda: _import("yacs.config", "CfgNode"),
+    "yacs.config.CfgNode": lambda: (_CfgNodeStandIn, "yacs.config.CfgNode"),
     # argparse namespaces pickled by older trainers and converters
     "argparse.Namespace": lambda: _import("argparse", "Namespace"),
     # numpy scalars and arrays (metrics, RNG states); numpy 1.x files name numpy.core
@@ -228,6 +285,8 @@ def _resolve_allowed(name: str) -> Any | None:
         obj = candidate if isinstance(candidate, type) and issubclass(candidate, np.dtype) else None
     if obj is None:
         return None
+    if isinstance(obj, tuple):  # already (stand-in, name)
+        return obj
     if name == "numpy.dtype":  # a dtype is built as an instance of its numpy.dtypes class
         import numpy as np
 
@@ -235,6 +294,9 @@ def _resolve_allowed(name: str) -> Any | None:
                        if isinstance(cls, type) and issubclass(cls, np.dtype))]
     own_name = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
     return obj if own_name == name else (obj, name)
+
+
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 
 def _globals_in_pickles(path: Path, max_pickles: int = 5) -> set[str]:
@@ -246,6 +308,9 @@ def _globals_in_pickles(path: Path, max_pickles: int = 5) -> set[str]:
     found: set[str] = set()
     try:
         with open(path, "rb") as f:
+            if f.read(1) != pickle.PROTO:  # torch.save writes protocol >= 2: garbage is not scanned
+                return found
+            f.seek(0)
             for _ in range(max_pickles):
                 # STACK_GLOBAL takes module and name from the stack: follow the values pushed
                 # (strings directly or through the memo) just far enough to name it.
@@ -271,7 +336,7 @@ def _globals_in_pickles(path: Path, max_pickles: int = 5) -> set[str]:
     except Exception:  # noqa: BLE001 - raw tensor bytes or garbage follow: nothing more to scan
         pass
     # protocol <= 2 pickles name builtins as __builtin__
-    return {name.replace("__builtin__.", "builtins.", 1) for name in found}
+    return {name.replace("__builtin__.", "builtins.", 1) for name in found if _DOTTED_NAME.fullmatch(name)}
 
 
 def _globals_named_in(path: Path) -> set[str]:
@@ -289,7 +354,8 @@ def _globals_named_in(path: Path) -> set[str]:
 
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+?)(?: was not an allowed global| whose module)")
-_REFUSED_BUILD = re.compile(r"(?:Can only|Trying to call reduce|unsupported GLOBAL|Unsupported global)")
+_REFUSED_BUILD = re.compile(
+    r"(?:Can only|Trying to call reduce|unsupported GLOBAL|Unsupported global|refusing getattr)")
 
 
 def _refused_global(message: str) -> str | None:
@@ -297,7 +363,8 @@ def _refused_global(message: str) -> str | None:
     if not match:
         return None
     name = match.group(1)
-    return name if "." in name else f"builtins.{name}"  # torch drops the 'builtins.' prefix
+    name = name if "." in name else f"builtins.{name}"  # torch drops the 'builtins.' prefix
+    return name if _DOTTED_NAME.fullmatch(name) else None  # garbage bytes can look like a GLOBAL
 
 
 def _class_names_in(message: str) -> list[str]:
@@ -305,7 +372,10 @@ def _class_names_in(message: str) -> list[str]:
 
 
 def _torch_load(path: Path, map_location: Any, weights_only: bool) -> Any:
-    return torch.load(path, map_location=map_location, weights_only=weights_only)
+    load = torch.load
+    while getattr(load, "_internimage_routed", False):  # inside routed_torch_load: torch's own
+        load = load.__wrapped__
+    return load(path, map_location=map_location, weights_only=weights_only)
 
 
 def _read_pickled(path: Path, map_location: Any) -> Any:
@@ -327,7 +397,8 @@ def _read_pickled(path: Path, map_location: Any) -> Any:
         try:
             safe = [g for entry in allowed.values() for g in (entry if isinstance(entry, list) else [entry])]
             with torch.serialization.safe_globals(safe):
-                return _torch_load(path, map_location, True)
+                loaded = _torch_load(path, map_location, True)
+            return _rebuild_cfg_nodes(loaded) if "yacs.config.CfgNode" in allowed else loaded
         except pickle.UnpicklingError as error:
             message = str(error)
             detail = message.split("WeightsUnpickler error:", 1)[-1]
@@ -342,7 +413,10 @@ def _read_pickled(path: Path, map_location: Any) -> Any:
                     allowed[names[0]] = obj
                     continue
             if names or _REFUSED_BUILD.search(message):
-                raise UntrustedCheckpointError(str(path), names, _one_line(detail, 160)) from None
+                # a type that is allowed yet refused (getattr beyond HistoryBuffer's methods,
+                # a dict subclass): torch's own words say more than its name
+                refused = [n for n in names if n not in allowed]
+                raise UntrustedCheckpointError(str(path), refused, _one_line(detail, 200)) from None
             raise CheckpointReadError(f"{path} is not a readable PyTorch checkpoint "
                                       f"({_one_line(message.split('WeightsUnpickler error:', 1)[-1])})"
                                       ) from None
@@ -418,6 +492,39 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool | None = None,
             raise CheckpointReadError(f"{file} is not a readable PyTorch checkpoint "
                                       f"({type(error).__name__}: {_one_line(error)})") from None
     return _read_pickled(file, map_location)
+
+
+@contextlib.contextmanager
+def routed_torch_load() -> Iterator[None]:
+    """Within the block, ``torch.load`` of a file path goes through ``read_checkpoint``
+    (and a file object through a weights-only load with the same allowlist), whatever
+    ``weights_only`` the caller asks for. For library code that reads our checkpoints with
+    a full unpickle: DeepSpeed's checkpoint engine and ``zero_to_fp32`` pass
+    ``weights_only=False``, accelerate's ``load_state`` does for registered objects."""
+    original = torch.load
+    if getattr(original, "_internimage_routed", False):  # already routed (nested use)
+        yield
+        return
+
+    @functools.wraps(original)
+    def load(f: Any, map_location: Any = None, pickle_module: Any = None, **kwargs: Any) -> Any:
+        if pickle_module is None and isinstance(f, (str, os.PathLike)):
+            return read_checkpoint(f, map_location=map_location)
+        kwargs["weights_only"] = not trust_from_environment()
+        names = {"numpy.dtype", "numpy.ndarray", "numpy._core.multiarray._reconstruct",
+                 "numpy._core.multiarray.scalar", "argparse.Namespace"}
+        allowed = [_resolve_allowed(name) for name in sorted(names)]
+        safe = [g for entry in allowed if entry is not None
+                for g in (entry if isinstance(entry, list) else [entry])]
+        with torch.serialization.safe_globals(safe):
+            return original(f, map_location=map_location, **kwargs)
+
+    load._internimage_routed = True
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
 
 
 def read_state_dict(path_or_url: str | os.PathLike, *, trust: bool | None = None
@@ -576,6 +683,6 @@ def load_pretrained(model: nn.Module, checkpoint: str | os.PathLike | Mapping, *
 
 
 __all__ = ["TRUST_ENV", "TRUST_FLAG", "CheckpointReadError", "LoadReport", "UntrustedCheckpointError",
-           "add_trust_argument", "apply_trust_argument", "load_pretrained", "read_checkpoint",
-           "read_class_map", "read_state_dict", "reset_head", "strip_prefix", "trust_from_environment",
-           "unwrap_state_dict"]
+           "add_trust_argument", "apply_trust_argument", "load_pretrained",
+           "parse_args_with_trust", "read_checkpoint", "read_class_map", "read_state_dict", "reset_head",
+           "routed_torch_load", "strip_prefix", "trust_from_environment", "unwrap_state_dict"]

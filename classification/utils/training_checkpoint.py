@@ -95,9 +95,13 @@ def prune_checkpoints(folder: str, keep: int) -> list[str]:
     return removed
 
 
-def load_checkpoint_file(path: str) -> dict:
-    """Reads a checkpoint onto the CPU (tensors, numbers and strings only)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint_file(path: str, *, trust: bool | None = None) -> dict:
+    """Reads a training checkpoint onto the CPU through
+    ``classification.models.checkpoint.read_checkpoint`` (weights-only with its allowlist;
+    ``trust``/``INTERNIMAGE_TRUST_CHECKPOINTS=1`` for a full unpickle)."""
+    from classification.models.checkpoint import read_checkpoint
+
+    checkpoint = read_checkpoint(path, trust=trust, map_location="cpu")
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
     return checkpoint

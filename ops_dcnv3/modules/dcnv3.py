@@ -23,6 +23,16 @@ def _reference_core(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, group, 
                               scale, remove_center)
 
 
+def _layout_message(module: str, shape: tuple[int, ...], channels: int) -> str:
+    hint = ""
+    if len(shape) == 4 and shape[1] == channels:
+        hint = " (this looks like (N, C, H, W): pass input.permute(0, 2, 3, 1))"
+    elif len(shape) == 3 and shape[-1] == channels:
+        hint = " (no batch axis: pass input.unsqueeze(0))"
+    return (f"{module} expects input of layout (N, H, W, C) with C = {channels} channels "
+            f"(channels last), got shape {shape}{hint}")
+
+
 class _DCNv3Base(nn.Module):
     core: Callable[..., torch.Tensor]
 
@@ -79,6 +89,9 @@ class _DCNv3Base(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """input: (N, H, W, C) -> (N, H', W', C)."""
+        # static rank/channel check (no data-dependent branch: compile/export/ONNX trace through it)
+        if input.dim() != 4 or input.shape[-1] != self.channels:
+            raise ValueError(_layout_message(type(self).__name__, tuple(input.shape), self.channels))
         n, h, w, _ = input.shape
         value = linear(input, self.input_proj)
         query = self.dw_conv(input.permute(0, 3, 1, 2))
