@@ -1,13 +1,13 @@
-"""stack_compat's checkpoint loader: mmengine training state loads weights-only,
-anything beyond it is refused with a message."""
+"""stack_compat's checkpoint loader (classification.models.checkpoint.read_checkpoint):
+mmengine training state loads weights-only, anything beyond it is refused with a message."""
 
 from __future__ import annotations
-
-import pickle
 
 import numpy as np
 import pytest
 import torch
+
+from classification.models.checkpoint import TRUST_ENV, UntrustedCheckpointError
 
 
 class _ReachesForGlobals:
@@ -47,5 +47,6 @@ def test_other_pickled_objects_are_refused(tmp_path, monkeypatch):
     monkeypatch.delenv(stack_compat.TRUST_ENV, raising=False)
     path = tmp_path / "hostile.pth"
     torch.save({"x": _ReachesForGlobals()}, path)
-    with pytest.raises(pickle.UnpicklingError, match=stack_compat.TRUST_ENV):
+    with pytest.raises(UntrustedCheckpointError, match=stack_compat.TRUST_ENV):
         stack_compat.torch_load(str(path))
+    assert stack_compat.TRUST_ENV == TRUST_ENV  # one opt-in for the whole repository
