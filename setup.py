@@ -90,7 +90,18 @@ def _extensions():
         ext = CppExtension("ops_dcnv3._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"],
                            include_dirs=[os.path.join(ROOT, CSRC)], depends=depends)
     print(f"ops_dcnv3: building CPU kernels{' and CUDA kernels' if with_cuda else ''}")
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+    class ReplacingBuildExtension(BuildExtension):
+        """--inplace puts the library into the checkout by rename, not by rewriting the file:
+        processes that have the old one loaded (a test run) keep a valid mapping."""
+
+        def copy_file(self, infile, outfile, *args, **kwargs):
+            partial = f"{outfile}.partial"
+            _, copied = super().copy_file(infile, partial, *args, **kwargs)
+            os.replace(partial, outfile)
+            return outfile, copied
+
+    return [ext], {"build_ext": ReplacingBuildExtension.with_options(use_ninja=True)}
 
 
 ext_modules, cmdclass = _extensions()
@@ -109,7 +120,8 @@ setup(
               + find_packages("segmentation", include=["mmseg_custom", "mmseg_custom.*"])),
     package_dir={"mmdet_custom": "detection/mmdet_custom", "mmseg_custom": "segmentation/mmseg_custom"},
     package_data={"ops_dcnv3": ["csrc/*.h", "csrc/*/*.cuh"],
-                  "classification": ["configs/*.yaml", "configs/*/*.yaml", "*.sh"]},
+                  "classification": ["configs/*.yaml", "configs/*/*.yaml", "configs/*/*/*.json", "*.sh",
+                                     "data/map22kto1k.txt"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     zip_safe=False,

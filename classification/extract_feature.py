@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
                         map22kto1k_path=config.DATA.MAP22KTO1K_PATH or None)
     else:
         warnings.warn(f"no --resume: extracting features of {config.MODEL.NAME or 'the model'} with RANDOM "
-                      "weights (fine for checking shapes, meaningless as features)", UserWarning, stacklevel=2)
+                      "weights (fine for checking shapes, meaningless as features)", UserWarning,
+                      stacklevel=2)
     model.to(device).eval()
     resolve_modules(model, args.keys)  # fail on a bad key before reading the image
     image = load_image(args.img, config.DATA.IMG_SIZE, config.DATA.INTERPOLATION, config.AUG.MEAN,

@@ -9,12 +9,14 @@ detection/segmentation checkpoints (``backbone.patch_embed...``) load unchanged.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from classification.models import InternImage, load_pretrained
+from classification.models.checkpoint import LoadReport
 
 _LOGGER = logging.getLogger(__name__)
 _HEAD_MODULES = ("conv_head", "head", "avgpool", "dcnv3_head_x4", "dcnv3_head_x3", "clip_projector",
@@ -63,8 +65,8 @@ class InternImageBackbone(InternImage):
         if not self.init_cfg or not self.init_cfg.get("checkpoint"):
             return
         checkpoint = self.init_cfg["checkpoint"]
-        report = load_pretrained(self, checkpoint, strict=False, logger=_LOGGER)
-        _print_log(f"InternImage backbone loaded {checkpoint}:\n{report}")
+        report = load_pretrained(self, checkpoint, strict=False, logger=_UNREPORTED)  # reported once, below
+        _print_log(summarise_load(checkpoint, report))
         self._freeze_stages()
 
     def _freeze_stages(self) -> None:
@@ -84,6 +86,36 @@ class InternImageBackbone(InternImage):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.forward_multiscale(x)
         return tuple(features[i] for i in self.out_indices)
+
+
+# load_pretrained's own log would repeat the report: this logger drops it (summarise_load reports).
+_UNREPORTED = logging.Logger("dense_common.backbone.unreported", logging.CRITICAL)
+_LAYER_SCALE = re.compile(r"\.gamma[12]$")
+
+
+def summarise_load(checkpoint: str, report: LoadReport) -> str:
+    """The load report in a few lines: the expected differences between a classification
+    checkpoint and a dense backbone (layer-scale ``gamma1``/``gamma2`` the dense configs add,
+    classifier-only tensors) in one line each; anything else listed by name."""
+    lines = [f"InternImage backbone: loaded {len(report.loaded)} tensors from {checkpoint}"]
+    lines += [f"  note: {note}" for note in report.notes]
+    gammas = [k for k in report.missing if _LAYER_SCALE.search(k)]
+    missing = [k for k in report.missing if k not in gammas]
+    head = [k for k in report.unexpected if k.split(".")[0] in _HEAD_MODULES]
+    unexpected = [k for k in report.unexpected if k not in head]
+    if gammas:
+        lines.append(f"  {len(gammas)} layer-scale tensors (gamma1/gamma2) are not in the checkpoint and "
+                     "keep their init value: expected, the published dense configs add layer_scale to a "
+                     "trunk pretrained without it")
+    if head:
+        modules = ", ".join(sorted({k.split(".")[0] for k in head}))
+        lines.append(f"  ignored {len(head)} classifier-only tensors ({modules})")
+    for title, keys in (("missing (kept their init value)", missing), ("unexpected (ignored)", unexpected),
+                        ("shape mismatches (kept their init value)",
+                         [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in report.mismatched])):
+        if keys:
+            lines.append(f"  {len(keys)} {title}: {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}")
+    return "\n".join(lines)
 
 
 def _print_log(message: str) -> None:

@@ -208,9 +208,9 @@ def _detection_problems(result: dict[str, Any]) -> list[str]:
     if result["num_torch"] == 0 and result["num_onnx"] > 0:
         problems.append(f"onnxruntime finds {result['num_onnx']} detections where PyTorch finds none")
     if result["matched"] < result["compared"]:
-        problems.append(f"{result['compared'] - result['matched']} of PyTorch's top {result['compared']} have no "
-                        f"onnxruntime twin of the same label with IoU >= {DET_MIN_IOU} (min IoU "
-                        f"{result['min_iou']:.4f})")
+        unmatched = result["compared"] - result["matched"]
+        problems.append(f"{unmatched} of PyTorch's top {result['compared']} have no onnxruntime twin of the "
+                        f"same label with IoU >= {DET_MIN_IOU} (min IoU {result['min_iou']:.4f})")
     if result["max_score_diff"] > DET_SCORE_TOL:
         problems.append(f"max |score diff| {result['max_score_diff']:.2e} > {DET_SCORE_TOL:.0e}")
     return problems
@@ -221,12 +221,12 @@ def compare_segmentation(expected: dict[str, np.ndarray], got: dict[str, np.ndar
     (name,) = expected
     ref, out = expected[name], got[name]
     if ref.shape != out.shape:
-        return {"ok": False, "shape_torch": ref.shape, "shape_onnx": out.shape,
-                "problems": [f"output shapes differ: PyTorch {tuple(ref.shape)}, onnxruntime {tuple(out.shape)}"]}
+        why = f"output shapes differ: PyTorch {tuple(ref.shape)}, onnxruntime {tuple(out.shape)}"
+        return {"ok": False, "shape_torch": ref.shape, "shape_onnx": out.shape, "problems": [why]}
     if np.issubdtype(ref.dtype, np.integer):
         agreement = float((ref == out).mean())
-        problems = ([] if agreement >= SEG_MIN_AGREEMENT else
-                    [f"label maps agree on {100 * agreement:.3f}% of pixels < {100 * SEG_MIN_AGREEMENT:.1f}%"])
+        problems = [] if agreement >= SEG_MIN_AGREEMENT else [
+            f"label maps agree on {100 * agreement:.3f}% of pixels < {100 * SEG_MIN_AGREEMENT:.1f}%"]
         return {"agreement": agreement, "classes": int(np.unique(ref).size), "ok": not problems,
                 "problems": problems}
     diff = float(np.abs(ref - out).max())
@@ -319,7 +319,8 @@ def _format_check(result: dict[str, Any]) -> str:
     if "onnx_ms" in result:
         text += (f"\n    latency, median: onnxruntime {result['onnx_ms']:.0f} ms, "
                  f"PyTorch {result['torch_ms']:.0f} ms")
-    verdict = "" if result["ok"] else "\n    MISMATCH: " + "; ".join(result.get("problems") or ["outputs differ"])
+    problems = result.get("problems") or ["outputs differ"]
+    verdict = "" if result["ok"] else "\n    MISMATCH: " + "; ".join(problems)
     return f"  {osp.basename(result['image'])} ({shape}): {text}{verdict}"
 
 

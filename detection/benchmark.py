@@ -6,6 +6,10 @@ on them, and nothing is downloaded).
 
 from __future__ import annotations
 
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
+
 import argparse
 import os.path as osp
 import statistics
@@ -18,7 +22,12 @@ from mmdet.utils import register_all_modules
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.hub import get_config
 
+from ops_dcnv3.bench_report import Target, machine_summary, report
+
 HERE = osp.dirname(osp.abspath(__file__))
+# The two detectors have about the same FLOPs (published: 270 G vs 260 G at 1280x800), so
+# InternImage-T may take at most this multiple of R50-FPN's time.
+TARGET_RATIO = 1.5
 MODELS = {
     "Mask R-CNN InternImage-T": osp.join(HERE, "configs/coco/mask_rcnn_internimage_t_fpn_1x_coco.py"),
     "Mask R-CNN R50-FPN (mmdet)": "mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py",
@@ -57,6 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.threads:
         torch.set_num_threads(args.threads)
     register_all_modules()
+    print(machine_summary(), flush=True)
     image = photo()
     results = {name: time_model(config, image, args.repeats) for name, config in MODELS.items()}
     print(f"one 800x1333 image, CPU, {torch.get_num_threads()} threads, median of {args.repeats}:")
@@ -67,5 +77,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return results
 
 
+def targets(results: dict[str, float]) -> list[Target]:
+    ours, anchor = results.values()
+    return [Target("Mask R-CNN InternImage-T / R50-FPN time", ours / anchor, "<=", TARGET_RATIO, "x")]
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(0 if report(targets(main())) else 1)

@@ -5,18 +5,21 @@ the DCNv3 sampling core, which operator counters do not see (dense_common.flops)
 
 from __future__ import annotations
 
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
+
 import argparse
 
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
-from mmengine.analysis import get_model_complexity_info
 from mmengine.analysis.print_helper import _format_size
 from torch import nn
 
 from dense_common.cli import fail, load_config
-from dense_common.flops import dcnv3_core_flops
+from dense_common.flops import dcnv3_core_flops, model_complexity, uncounted_summary
 
 
 class TensorMode(nn.Module):
@@ -52,9 +55,10 @@ def count(config: str, height: int, width: int) -> dict:
     model = TensorMode(MODELS.build(cfg.model).eval(), height, width)
     inputs = torch.zeros(1, 3, height, width)
     with torch.no_grad():
-        info = get_model_complexity_info(model, inputs=(inputs,), show_table=False, show_arch=False)
+        info = model_complexity(model, (inputs,))
     dcn = dcnv3_core_flops(model, inputs)
-    return dict(flops=info["flops"] + dcn, dcnv3_flops=dcn, params=info["params"])
+    return dict(flops=info["flops"] + dcn, dcnv3_flops=dcn, params=info["params"],
+                uncounted=info["uncounted"])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{line}\ninput shape: 1x3x{args.shape[0]}x{args.shape[1]}\n"
           f"FLOPs: {_format_size(result['flops'])} (DCNv3 core: {_format_size(result['dcnv3_flops'])})\n"
           f"params: {_format_size(result['params'])}\n{line}")
+    print(uncounted_summary(result["uncounted"]))
     return result
 
 

@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
+
 import argparse
 import os.path as osp
 

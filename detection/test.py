@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
+
 import argparse
+import os.path as osp
 
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
@@ -22,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="config file")
     parser.add_argument("checkpoint", help="checkpoint file or URL")
     parser.add_argument("--out", help="also dump the raw predictions to this .pkl file")
-    parser.add_argument("--show-dir", help="draw the predictions into WORK_DIR/<timestamp>/SHOW_DIR")
+    parser.add_argument("--show-dir", help="write ground truth and predictions drawn on each test image "
+                                           "as SHOW_DIR/<image file name> (as segmentation/test.py)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation (the config's tta_model and tta_pipeline)")
     parser.add_argument("--work-dir", help="where the evaluation logs go (default ./work_dirs/<config>)")
@@ -54,7 +60,8 @@ def build_cfg(args: argparse.Namespace) -> Config:
     if args.show_dir:
         if "visualization" not in cfg.get("default_hooks", {}):
             raise fail("--show-dir needs default_hooks.visualization (DetVisualizationHook) in the config")
-        options = argparse.Namespace(show=False, show_dir=args.show_dir, wait_time=0)
+        # absolute: mmdet joins a relative one under WORK_DIR/<timestamp>/ (again on every batch)
+        options = argparse.Namespace(show=False, show_dir=osp.abspath(args.show_dir), wait_time=0)
         cfg = trigger_visualization_hook(cfg, options)
     if args.tta:
         _use_tta(cfg)

@@ -3,9 +3,15 @@
     python detection/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
 
-``--resume`` without a path resumes from the newest checkpoint in the work dir."""
+``--resume`` without a path resumes from the newest checkpoint in the work dir. Without CUDA,
+``--launcher pytorch`` (dist_train.sh) trains data-parallel over gloo and ``--amp`` is
+bfloat16 autocast (dense_common/cpu_training.py)."""
 
 from __future__ import annotations
+
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
 
 import argparse
 import os.path as osp
@@ -16,6 +22,7 @@ from mmengine.runner import Runner
 
 from classification.models.checkpoint import parse_args_with_trust
 from dense_common.cli import check_checkpoint, default_work_dir, fail, load_config, set_local_rank
+from dense_common.cpu_training import adapt_to_cpu
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_local_rank(args.local_rank)
     cfg = build_cfg(args)
+    for note in adapt_to_cpu(cfg, args.launcher):  # gloo / bf16 autocast where there is no GPU
+        print(note, flush=True)
     runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
     runner.train()
     print(f"work dir: {osp.abspath(cfg.work_dir)}")

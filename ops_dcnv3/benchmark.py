@@ -14,8 +14,13 @@ from collections.abc import Callable
 
 import torch
 
+from .bench_report import Target, machine_summary, report
 from .ops import dcnv3, kernel_available
 from .reference import dcnv3_core_pytorch
+
+# Level-0 speed-ups of the compiled kernel over the reference that `make bench` requires.
+TARGET_FORWARD = 10.0
+TARGET_FORWARD_BACKWARD = 5.0
 
 # (H=W, C, groups) of InternImage-T's levels at 224x224.
 T_LEVELS = [(56, 64, 4), (28, 128, 8), (14, 256, 16), (7, 512, 32)]
@@ -102,15 +107,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    print(machine_summary(), flush=True)
     print(f"DCNv3 benchmark: InternImage-T levels, batch {args.batch}, {args.dtype}, {device} "
           f"({torch.get_num_threads()} threads), kernel 3x3, median of {args.repeat}", flush=True)
     rows = run(args.batch, args.repeat, device, getattr(torch, args.dtype))
-    level0 = rows[0]
-    print(f"level-0 speed-up over the reference: forward {level0['ref_fwd'] / level0['ker_fwd']:.1f}x "
-          f"(target >= 10x), forward+backward {level0['ref_fwdbwd'] / level0['ker_fwdbwd']:.1f}x "
-          f"(target >= 5x)")
     return rows
 
 
+def targets(rows: list[dict]) -> list[Target]:
+    """The level-0 speed-ups against their targets."""
+    level0 = rows[0]
+    return [Target("DCNv3 level-0 forward, kernel / reference", level0["ref_fwd"] / level0["ker_fwd"], ">=",
+                   TARGET_FORWARD, "x"),
+            Target("DCNv3 level-0 forward+backward, kernel / reference",
+                   level0["ref_fwdbwd"] / level0["ker_fwdbwd"], ">=", TARGET_FORWARD_BACKWARD, "x")]
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(0 if report(targets(main())) else 1)

@@ -8,16 +8,19 @@ are left out, as in the published numbers."""
 
 from __future__ import annotations
 
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
+
 import argparse
 
 import torch
-from mmengine.analysis import get_model_complexity_info
 from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmseg_custom.complexity import SegmentorLogits, build_segmentor
 
 from dense_common.cli import load_config
-from dense_common.flops import dcnv3_core_flops
+from dense_common.flops import dcnv3_core_flops, model_complexity, uncounted_summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,10 +40,10 @@ def count(config: str, shape: tuple[int, int], cfg_options: dict | None = None) 
     init_default_scope(cfg.get("default_scope", "mmseg"))
     model = SegmentorLogits(build_segmentor(cfg))
     x = torch.rand(1, 3, *shape)
-    info = get_model_complexity_info(model, inputs=(x,), show_table=False, show_arch=False)
+    info = model_complexity(model, (x,))
     core = dcnv3_core_flops(model, x)
     return dict(flops=info["flops"] + core, dcnv3_core_flops=core, layer_flops=info["flops"],
-                params=info["params"])
+                params=info["params"], uncounted=info["uncounted"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"flops: {result['flops'] / 1e9:.2f} G (layers {result['layer_flops'] / 1e9:.2f} G "
           f"+ DCNv3 core {result['dcnv3_core_flops'] / 1e9:.2f} G)")
     print(f"params: {result['params'] / 1e6:.2f} M")
+    print(uncounted_summary(result["uncounted"]))
     return result
 
 

@@ -8,6 +8,10 @@ and colours stored in the checkpoint (or the config's dataset) are used."""
 
 from __future__ import annotations
 
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
+
 import argparse
 import os
 import os.path as osp

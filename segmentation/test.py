@@ -6,15 +6,23 @@
 ``--aug-test``: multi-scale (0.5, 0.75, 1.0, 1.25, 1.5, 1.75 x the test scale) + flip
 through mmseg's SegTTAModel; ``*_ms`` configs turn it on themselves (``aug_test=True``)
 and may set their own ``aug_test_ratios``. ``--out`` writes the predicted label maps
-(PNG) there; ``--show-dir`` writes overlays of predictions and ground truth."""
+(PNG) there; ``--show-dir DIR`` writes overlays of ground truth and prediction as
+``DIR/<image file name>`` (as detection/test.py does)."""
 
 from __future__ import annotations
+
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
 
 import argparse
 import os.path as osp
 
+import mmcv
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+from mmseg.engine.hooks import SegVisualizationHook
+from mmseg.registry import HOOKS
 from mmseg_custom.tta import DEFAULT_RATIOS, build_tta_pipeline
 
 from classification.models.checkpoint import parse_args_with_trust
@@ -50,13 +58,31 @@ def enable_aug_test(cfg: Config) -> None:
     cfg.model = tta_model
 
 
+@HOOKS.register_module(force=True)
+class ShowDirSegVisualizationHook(SegVisualizationHook):
+    """--show-dir: one overlay (ground truth beside prediction) per test image, written as
+    ``<show_dir>/<image file name>``, the layout of detection/test.py --show-dir (mmseg's own
+    hook writes ``<save_dir>/vis_data/vis_image/test_<name>_<step>.png``)."""
+
+    def __init__(self, show_dir: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.show_dir = show_dir
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch: dict, outputs: list) -> None:
+        for sample in outputs:
+            name = osp.basename(sample.img_path)
+            image = mmcv.imread(sample.img_path, channel_order="rgb")
+            self._visualizer.add_datasample(f"test_{name}", image, data_sample=sample, show=False,
+                                            out_file=osp.join(self.show_dir, name))
+
+
 def enable_visualization(cfg: Config, show_dir: str) -> None:
     hooks = cfg.default_hooks
     if "visualization" not in hooks:
         raise fail("--show-dir needs default_hooks.visualization (SegVisualizationHook) in the config")
+    hooks.visualization.type = "ShowDirSegVisualizationHook"
+    hooks.visualization.show_dir = show_dir
     hooks.visualization.draw = True
-    # the visualizer's save_dir is where SegVisualizationHook writes in test mode
-    cfg.visualizer.save_dir = show_dir
     hooks.visualization.interval = 1
 
 

@@ -4,9 +4,15 @@
         [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
 
 ``--resume`` without a value continues from the newest checkpoint in the work dir;
-with a value, from that checkpoint (weights, optimizer, schedulers, iteration)."""
+with a value, from that checkpoint (weights, optimizer, schedulers, iteration). Without CUDA,
+``--launcher pytorch`` (dist_train.sh) trains data-parallel over gloo and ``--amp`` is
+bfloat16 autocast (dense_common/cpu_training.py)."""
 
 from __future__ import annotations
+
+import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time warnings
+
+# isort: split
 
 import argparse
 
@@ -17,6 +23,7 @@ from mmengine.runner import Runner
 
 from classification.models.checkpoint import parse_args_with_trust
 from dense_common.cli import check_checkpoint, default_work_dir, load_config, set_local_rank
+from dense_common.cpu_training import adapt_to_cpu
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = check_checkpoint(args.resume)
+    for note in adapt_to_cpu(cfg, args.launcher):  # gloo / bf16 autocast where there is no GPU
+        print_log(note, logger="current")
     Runner.from_cfg(cfg).train()
 
 

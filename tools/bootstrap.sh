@@ -70,16 +70,24 @@ fi
 site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 printf '%s\n' "$ROOT" "$ROOT/detection" "$ROOT/segmentation" > "$site/internimage-repo.pth"
 
-# setup.py finds the CUDA toolkit and the nvidia-wheel headers itself (stack.md). The in-place
-# build has its own folder (pip install . uses build/temp.*), and runs only when a source or
-# header is newer than ops_dcnv3/_C*.so (then ninja recompiles only the changed files). A
-# change of the build settings (CUDA on/off, archs, torch) forces a full rebuild instead.
+# setup.py finds the CUDA toolkit and the nvidia-wheel headers itself (stack.md). Nothing to
+# do when the library is newer than every source, header and setup.py and the build settings
+# (CUDA on/off, archs, torch) are those it was built with; otherwise ninja recompiles what
+# changed, in a build folder of its own (pip install . uses build/temp.*).
 build_temp="$ROOT/build/inplace"
-settings="$("$PY" -c 'import torch; print(torch.__version__)') WITH_CUDA=${WITH_CUDA:-} FORCE_CUDA=${FORCE_CUDA:-}"
+torch_version="$("$PY" -c 'from importlib.metadata import version; print(version("torch"))')"
+settings="torch=$torch_version WITH_CUDA=${WITH_CUDA:-} FORCE_CUDA=${FORCE_CUDA:-}"
 settings="$settings TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-} CUDA_HOME=${CUDA_HOME:-}"
-force=()
-if [ "$(cat "$build_temp/settings" 2>/dev/null)" != "$settings" ]; then force=(--force); fi
-log "building the ops_dcnv3 extension (incremental${force:+; new build settings: full build})"
-(cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$PY" setup.py -q build_ext --inplace --build-temp "$build_temp" ${force[@]+"${force[@]}"})
-mkdir -p "$build_temp" && printf '%s\n' "$settings" > "$build_temp/settings"
+library="$(ls "$ROOT"/ops_dcnv3/_C*.so 2>/dev/null | head -n1 || true)"
+same_settings=0
+if [ "$(cat "$build_temp/settings" 2>/dev/null)" = "$settings" ]; then same_settings=1; fi
+if [ -n "$library" ] && [ "$same_settings" = 1 ] &&
+   [ -z "$(find "$ROOT/ops_dcnv3/csrc" "$ROOT/setup.py" -newer "$library" -print -quit)" ]; then
+  log "ops_dcnv3 extension up to date ($(basename "$library"))"
+else
+  # ninja recompiles exactly the files whose source, headers or command line changed.
+  log "building the ops_dcnv3 extension (incremental)"
+  (cd "$ROOT" && MAX_JOBS="${MAX_JOBS:-2}" "$PY" setup.py -q build_ext --inplace --build-temp "$build_temp")
+  mkdir -p "$build_temp" && printf '%s\n' "$settings" > "$build_temp/settings"
+fi
 log "environment ready: $VENV"
