@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.resume = True
         cfg.load_from = check_checkpoint(args.resume)
     for note in adapt_to_cpu(cfg, args.launcher):  # gloo / bf16 autocast where there is no GPU
-        print_log(note, logger="current")
+        print(note, flush=True)
     Runner.from_cfg(cfg).train()
 
 

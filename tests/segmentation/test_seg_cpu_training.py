@@ -1,0 +1,61 @@
+"""Dense training on a machine without CUDA (dense_common/cpu_training.py), as the README
+documents it: ``dist_train.sh CONFIG 2`` is data-parallel training over two gloo processes
+(one run, one work dir, the data split between the ranks), ``--amp`` is bfloat16 autocast,
+and the GPU-only launchers fail in one line. The detection scripts share the same code."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from seg_testutils import SEG, tiny_config
+
+from dense_common.cpu_training import CPUAutocastOptimWrapper, adapt_to_cpu
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path (this machine has CUDA)")
+
+
+def test_dist_train_two_cpu_processes_train_one_model(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_dataset, tmp_path / "tiny.py", max_iters=1)
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", PORT="29617")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # torchrun
+    work = tmp_path / "work"
+    proc = subprocess.run(["bash", str(SEG / "dist_train.sh"), str(config), "2", "--work-dir", str(work)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("no CUDA: data-parallel training over 2 CPU processes (gloo)") == 2  # both ranks
+    assert (work / "iter_1.pth").is_file()
+    logs = list(work.glob("*/*.log"))
+    assert len(logs) == 1  # one run (rank 0 logs), not two racing into the folder
+    log = logs[0].read_text()
+    assert "Distributed training: True" in log
+    assert re.search(r"Iter\(train\) \[1/1\]", log)
+
+
+def test_amp_means_bf16_autocast_without_cuda() -> None:
+    cfg = Config(dict(model=dict(type="EncoderDecoder", decode_head=dict(norm_cfg=dict(type="SyncBN"))),
+                      optim_wrapper=dict(type="AmpOptimWrapper", loss_scale="dynamic",
+                                         optimizer=dict(type="SGD", lr=0.1))))
+    notes = adapt_to_cpu(cfg, "none")
+    assert cfg.optim_wrapper.type == "CPUAutocastOptimWrapper" and "loss_scale" not in cfg.optim_wrapper
+    assert notes == ["no CUDA: --amp is bfloat16 autocast on CPU (no loss scaling)"]
+    assert cfg.model.decode_head.norm_cfg.type == "SyncBN"  # one process: mmengine reverts it itself
+    model = torch.nn.Linear(4, 4)
+    wrapper = CPUAutocastOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with wrapper.optim_context(model):
+        assert model(torch.ones(2, 4)).dtype == torch.bfloat16
+    assert model(torch.ones(2, 4)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "mpi"])
+def test_gpu_only_launchers_refuse_in_one_line(launcher: str) -> None:
+    cfg = Config(dict(model=dict(), optim_wrapper=dict(type="OptimWrapper")))
+    with pytest.raises(SystemExit, match=rf"--launcher {launcher} needs CUDA devices .* dist_train.sh"):
+        adapt_to_cpu(cfg, launcher)
