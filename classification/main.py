@@ -20,6 +20,7 @@ if _ROOT not in sys.path:
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
@@ -33,12 +34,13 @@ import torch.distributed as dist  # noqa: E402
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy  # noqa: E402
 from timm.utils import ModelEmaV3, accuracy  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.distributed.optim import ZeroRedundancyOptimizer  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
-from classification.config import get_config  # noqa: E402
-from classification.data import build_loader  # noqa: E402
+from classification.config import adopt_legacy_output, get_config  # noqa: E402
+from classification.data import build_loader, map22kto1k_index  # noqa: E402
 from classification.lr_scheduler import build_scheduler  # noqa: E402
 from classification.models import build_model, is_meta_model  # noqa: E402
 from classification.models.checkpoint import add_trust_argument, apply_trust_argument  # noqa: E402
@@ -95,8 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--amp-opt-level",
         type=str,
+        default="O1",
         choices=list(AMP_LEVELS[1:]),
-        help="mixed precision: O0 off, O1/O2 autocast in AMP_TYPE",
+        help="mixed precision (default O1, as published, overriding the yaml): O0 off, O1/O2 "
+        "autocast in AMP_TYPE on GPU, bf16 autocast on CPU",
+    )
+    p.add_argument(
+        "--use-zero",
+        action="store_true",
+        help="shard the optimizer state over the DDP ranks (TRAIN.OPTIMIZER.USE_ZERO)",
     )
     p.add_argument("--output", type=str, metavar="PATH", help="root of output folders")
     p.add_argument("--tag", type=str, help="experiment tag (output sub-folder)")
@@ -134,6 +143,8 @@ def check_config(config: CfgNode) -> None:
             problems.append(f"{key} must be >= {low}, got {value!r}")
     if config.TRAIN.START_EPOCH < 0:
         problems.append(f"TRAIN.START_EPOCH must be >= 0, got {config.TRAIN.START_EPOCH}")
+    if config.EVAL_22K_TO_1K and not (config.EVAL_MODE or config.THROUGHPUT_MODE):
+        problems.append("EVAL_22K_TO_1K evaluates a 21841-class model on ImageNet-1K: use it with --eval")
     if config.TRAIN.CLIP_GRAD is not None and config.TRAIN.CLIP_GRAD < 0:
         problems.append(f"TRAIN.CLIP_GRAD must be >= 0 or None, got {config.TRAIN.CLIP_GRAD}")
     if problems:
@@ -362,7 +373,9 @@ def validate(
     amp = amp or Amp(config, device)
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
-    maxk = min(5, config.MODEL.NUM_CLASSES)
+    # EVAL_22K_TO_1K: the 1000 ImageNet-1K logits of a 21841-class model, as published
+    index_1k = map22kto1k_index(config.DATA.MAP22KTO1K_PATH).to(device) if config.EVAL_22K_TO_1K else None
+    maxk = min(5, config.MODEL.NUM_CLASSES if index_1k is None else len(index_1k))
     correct1 = correct5 = loss_sum = count = 0.0
     for batch in loader:
         images, targets, meta = split_batch(batch)
@@ -371,6 +384,8 @@ def validate(
         with amp.autocast():
             outputs = forward_model(model, images, meta)
         outputs = outputs.float()
+        if index_1k is not None:
+            outputs = outputs[:, index_1k]
         acc1, acc5 = accuracy(outputs, targets, topk=(1, maxk))
         batch = targets.shape[0]
         correct1 += float(acc1) * batch / 100.0
@@ -457,6 +472,35 @@ def _read_resume_file(path: str, logger: logging.Logger) -> dict:
     return load_checkpoint_file(path)
 
 
+def build_training_optimizer(
+    config: CfgNode, model: nn.Module, logger: logging.Logger | None = None
+) -> torch.optim.Optimizer:
+    """``build_optimizer``'s optimizer; with TRAIN.OPTIMIZER.USE_ZERO under a process group, a
+    ``ZeroRedundancyOptimizer`` over the same parameter groups instead: each rank keeps the
+    optimizer state of its share of the parameters only (stepping those, then broadcasting
+    them), as published. Its ``state_dict()`` (after ``consolidate_state_dict``) has the
+    plain optimizer's format, so checkpoints resume either way."""
+    if not config.TRAIN.OPTIMIZER.USE_ZERO:
+        return build_optimizer(config, model)
+    if not (dist.is_available() and dist.is_initialized()):
+        if logger is not None:
+            logger.info("TRAIN.OPTIMIZER.USE_ZERO with one process: nothing to shard, a plain optimizer")
+        return build_optimizer(config, model)
+    # Names would go stale in the shards' group dicts (each rank holds part of each group).
+    plain = build_optimizer(config, model, keep_param_names=False)
+    groups = [dict(group) for group in plain.param_groups]  # every default filled in, plus lr_scale
+    # the constructor's own arguments only (AdamW's defaults also hold Adam's decoupled_weight_decay)
+    accepted = inspect.signature(type(plain).__init__).parameters
+    defaults = {k: v for k, v in plain.defaults.items() if k in accepted}
+    optimizer = ZeroRedundancyOptimizer(groups, optimizer_class=type(plain), **defaults)
+    if logger is not None:
+        local = sum(p.numel() for group in optimizer.optim.param_groups for p in group["params"])
+        total = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+        logger.info(f"ZeroRedundancyOptimizer over {dist.get_world_size()} ranks: rank {dist.get_rank()} "
+                    f"holds the {type(plain).__name__} state of {local} of {total} parameter values")
+    return optimizer
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
     """Runs training, --eval or --throughput as the command line says; returns the final
@@ -471,6 +515,7 @@ def main(argv: list[str] | None = None) -> dict:
         except AssertionError as error:  # yacs asserts on unknown --opts keys: say so plainly
             raise KeyError(f"bad --opts: {error}") from None
         check_config(config)
+        legacy_note = adopt_legacy_output(config)  # a run in the old <stem>/<tag> layout continues
         device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
         seed_everything(config.SEED + rank)
         if device.type == "cuda":
@@ -482,6 +527,8 @@ def main(argv: list[str] | None = None) -> dict:
             for path in remove_stale_temp_files(config.OUTPUT):
                 logger.info(f"removed a temp file left by a killed run: {path}")
             dump_config(config, config.OUTPUT)
+        if legacy_note:
+            logger.warning(legacy_note)
         logger.info(f"output folder {config.OUTPUT}; world size {world_size}; device {device}")
         return _run(config, device, rank, world_size, logger)
     finally:
@@ -529,7 +576,12 @@ def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logg
     elif config.MODEL.RESUME:
         checkpoint_path, checkpoint = config.MODEL.RESUME, _read_resume_file(config.MODEL.RESUME, logger)
 
-    if checkpoint is None and config.MODEL.PRETRAINED:
+    pretrained = config.MODEL.PRETRAINED
+    if pretrained and config.THROUGHPUT_MODE and not config.EVAL_MODE and not os.path.exists(pretrained):
+        # speed does not depend on the weights (the published fine-tune yamls name a 22K file)
+        logger.warning(f"MODEL.PRETRAINED {pretrained} not found: --throughput times random weights")
+        pretrained = ""
+    if checkpoint is None and pretrained:
         from classification.models.checkpoint import load_pretrained  # written beside this trainer
         from classification.models.intern_image_meta_former import load_pretrained_meta
 
@@ -556,7 +608,7 @@ def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logg
         return evaluate_only(config, loader_val, model, device, amp, logger)
 
     model_without_ddp = model
-    optimizer = build_optimizer(config, model_without_ddp)
+    optimizer = build_training_optimizer(config, model_without_ddp, logger)
     updates_per_epoch = math.ceil(len(loader_train) / config.TRAIN.ACCUMULATION_STEPS)
     lr_scheduler = build_scheduler(config, optimizer, updates_per_epoch)
     ema = ModelEmaV3(model_without_ddp, decay=config.TRAIN.EMA.DECAY) if config.TRAIN.EMA.ENABLE else None
@@ -632,6 +684,10 @@ def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logg
                         f"Epoch {epoch}: EMA top-1 {val_ema['acc1']:.2f}% (max {max_accuracy_ema:.2f}%)"
                     )
             record.update(max_accuracy=max_accuracy, max_accuracy_ema=max_accuracy_ema if ema else None)
+            if isinstance(optimizer, ZeroRedundancyOptimizer) and _saves_state(
+                config, epoch, is_last, improved
+            ):
+                optimizer.consolidate_state_dict(to=0)  # collective: rank 0 gathers every shard to save
             if rank == 0:
                 # The record first: if the run dies before the checkpoint, the epoch is re-run
                 # and its record rewritten (readers keep the last one per epoch).
@@ -678,6 +734,11 @@ def _run(config: CfgNode, device: torch.device, rank: int, world_size: int, logg
     return result
 
 
+def _saves_state(config: CfgNode, epoch: int, is_last: bool, improved: bool) -> bool:
+    """Whether ``_save`` writes a file holding the training state this epoch."""
+    return epoch % config.SAVE_FREQ == 0 or is_last or improved
+
+
 def _save(
     config: CfgNode,
     epoch: int,
@@ -697,7 +758,7 @@ def _save(
     last). The epoch checkpoint goes last because it is the commit point: a run killed
     before it re-runs this epoch and rewrites everything."""
     state = None
-    if epoch % config.SAVE_FREQ == 0 or is_last or improved:
+    if _saves_state(config, epoch, is_last, improved):
         state = build_state(
             model=model,
             optimizer=optimizer,

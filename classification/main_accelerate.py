@@ -2,8 +2,13 @@
 launcher config).
 
     python classification/main_accelerate.py --cfg CONFIG.yaml --data-path DIR        # one process
-    accelerate launch --config_file classification/configs/accelerate/zero1_fp16.yaml \\
-        classification/main_accelerate.py --cfg CONFIG.yaml --data-path DIR [--logger tensorboard]
+    accelerate launch --config_file classification/configs/accelerate/dist_8gpus_zero1.yaml \\
+        classification/main_accelerate.py --cfg CONFIG.yaml --data-path DIR [--logger none|wandb]
+
+The published launcher files are ``configs/accelerate/dist_8gpus_{ddp_fp16,zero1,
+zero1_wo_loss_scale,zero3_offload,zero3_offload_wo_loss_scale}.yaml`` (their DeepSpeed json
+under ``configs/accelerate/deepspeed/``); ``--logger`` defaults to tensorboard and
+``--disable-grad-scalar`` trains fp16 without loss scaling, as published.
 
 Data, model, loss, lr schedule and evaluation are those of ``classification/main.py``; the
 Accelerator wraps and steps the model and saves/loads the whole training state with
@@ -33,7 +38,7 @@ import torch  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
-from classification.config import get_config  # noqa: E402
+from classification.config import adopt_legacy_output, get_config  # noqa: E402
 from classification.data import build_loader  # noqa: E402
 from classification.lr_scheduler import build_scheduler  # noqa: E402
 from classification.main import atomic_text as _atomic_text  # noqa: E402
@@ -60,8 +65,39 @@ MIXED_PRECISION = {"float16": "fp16", "bfloat16": "bf16"}
 def build_accelerate_parser() -> argparse.ArgumentParser:
     p = build_parser()
     p.description = "InternImage training with HuggingFace Accelerate"
-    p.add_argument("--logger", choices=["tensorboard", "wandb"], default=None, help="experiment tracker")
+    # main.py's published O1 default is its own: the launcher's mixed_precision decides here
+    # (a bare run follows the yaml's AMP_OPT_LEVEL unless --amp-opt-level is given)
+    p.set_defaults(amp_opt_level=None)
+    # As published: tensorboard unless told otherwise ('none' turns tracking off).
+    p.add_argument("--logger", choices=["tensorboard", "wandb", "none"], default="tensorboard",
+                   help="experiment tracker (default tensorboard)")
+    p.add_argument("--disable-grad-scalar", action="store_true",
+                   help="fp16 without loss scaling: no GradScaler (DDP), static loss scale 1 (DeepSpeed)")
     return p
+
+
+def resolve_deepspeed_config_file() -> None:
+    """The launcher files name their DeepSpeed json relative to the repository root; the
+    published ones are launched from classification/. A relative path that does not exist
+    from the working directory is looked up under the repository root and classification/."""
+    key = "ACCELERATE_DEEPSPEED_CONFIG_FILE"
+    path = os.environ.get(key)
+    if not path or os.path.isabs(path) or os.path.isfile(path):
+        return
+    for base in (_ROOT, _HERE):
+        candidate = os.path.join(base, path)
+        if os.path.isfile(candidate):
+            os.environ[key] = candidate
+            return
+    raise FileNotFoundError(f"DeepSpeed config {path!r} of the launcher file not found (looked in "
+                            f"{os.getcwd()}, {_ROOT} and {_HERE})")
+
+
+def disable_loss_scaling(ds_config: dict) -> None:
+    """--disable-grad-scalar under DeepSpeed: fp16 with the static loss scale 1."""
+    fp16 = ds_config.get("fp16")
+    if isinstance(fp16, dict) and fp16.get("enabled") in (True, "auto"):
+        fp16["loss_scale"] = 1.0
 
 
 class TrainState:
@@ -82,7 +118,9 @@ def check_tracker(name: str | None) -> None:
     """A clear error up front instead of accelerate's deep one when a tracker is missing."""
     package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name or "")
     if package and importlib.util.find_spec(package) is None:
-        raise RuntimeError(f"--logger {name} needs the '{package}' package: pip install {package}")
+        raise RuntimeError(
+            f"--logger {name} needs the '{package}' package: pip install {package} (or pass --logger none)"
+        )
 
 
 def latest_state(folder: str) -> str | None:
@@ -117,15 +155,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = build_accelerate_parser().parse_args(argv)
     apply_trust_argument(args.trust_checkpoint)
+    if args.logger == "none":
+        args.logger = None
     check_tracker(args.logger)
+    resolve_deepspeed_config_file()
     try:
         config = get_config(args)
     except AssertionError as error:
         raise KeyError(f"bad --opts: {error}") from None
     check_config(config)
+    legacy_note = adopt_legacy_output(config)  # a run in the old <stem>/<tag> layout continues
     kwargs = {}
     if (mp := _mixed_precision(config)) is not None:
         kwargs["mixed_precision"] = mp
+    if args.disable_grad_scalar:
+        from accelerate.utils import GradScalerKwargs
+
+        kwargs["kwargs_handlers"] = [GradScalerKwargs(enabled=False)]
     acc = Accelerator(
         gradient_accumulation_steps=config.TRAIN.ACCUMULATION_STEPS,
         log_with=args.logger,
@@ -140,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         if acc.is_main_process:
             dump_config(config, config.OUTPUT)
+        if legacy_note:
+            logger.warning(legacy_note)
         logger.info(
             f"output {config.OUTPUT}; {world_size} process(es); {acc.distributed_type}; "
             f"mixed precision {acc.mixed_precision}"
@@ -186,6 +234,8 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
         ds["train_batch_size"] = config.DATA.BATCH_SIZE * config.TRAIN.ACCUMULATION_STEPS * world_size
         ds["gradient_accumulation_steps"] = config.TRAIN.ACCUMULATION_STEPS
         ds["gradient_clipping"] = float(config.TRAIN.CLIP_GRAD or 0.0)
+        if args.disable_grad_scalar:
+            disable_loss_scaling(ds)
     model, optimizer = acc.prepare(model, optimizer)
     state = TrainState()
     acc.register_for_checkpointing(state)

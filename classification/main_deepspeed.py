@@ -36,7 +36,7 @@ from timm.utils import ModelEmaV3  # noqa: E402
 from torch import nn  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
-from classification.config import get_config  # noqa: E402
+from classification.config import adopt_legacy_output, get_config  # noqa: E402
 from classification.data import build_loader  # noqa: E402
 from classification.lr_scheduler import build_scheduler  # noqa: E402
 from classification.main import (  # noqa: E402
@@ -86,6 +86,8 @@ def build_ds_parser() -> argparse.ArgumentParser:
     """main.py's flags plus the ZeRO ones and the consolidation tool."""
     p = build_parser()
     p.description = "InternImage training with DeepSpeed ZeRO"
+    # main.py's published O1 default is its own: here the yaml's AMP_OPT_LEVEL decides unless given
+    p.set_defaults(amp_opt_level=None)
     p.add_argument("--zero-stage", type=int, choices=[1, 2], default=1, help="ZeRO stage")
     p.add_argument("--offload-optimizer", choices=["cpu", "none"], default="none", help="optimizer state")
     p.add_argument(
@@ -353,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
     except AssertionError as error:
         raise KeyError(f"bad --opts: {error}") from None
     check_config(config)
+    legacy_note = adopt_legacy_output(config)  # a run in the old <stem>/<tag> layout continues
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     rank, world_size, local_rank = init_deepspeed_distributed(device_type)
     device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
@@ -364,6 +367,8 @@ def main(argv: list[str] | None = None) -> dict:
         logger = create_logger(config.OUTPUT, rank)
         if rank == 0:
             dump_config(config, config.OUTPUT)
+        if legacy_note:
+            logger.warning(legacy_note)
         logger.info(
             f"output folder {config.OUTPUT}; world size {world_size}; device {device}; "
             f"ZeRO-{args.zero_stage}, optimizer offload {args.offload_optimizer}"

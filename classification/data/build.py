@@ -20,10 +20,47 @@ from .datasets import (
     scan_class_folders,
     scan_zip_class_folders,
 )
+from .imagenet22k import NUM_CLASSES_1K, NUM_CLASSES_22K, is_imagenet22k_layout, read_imagenet22k_split
 from .samplers import ShardedEvalSampler
 from .transforms import build_transform
 
 DATASETS = ("imagenet", "imagenet22k", "inat18")
+# Classes of the published datasets: a config that leaves MODEL.NUM_CLASSES at its default
+# (1000) gets these, as the published loader sets them (the iNat18 yaml relies on it).
+DATASET_NUM_CLASSES = {"imagenet22k": NUM_CLASSES_22K, "inat18": 8142}
+
+
+def model_num_classes(config: CfgNode) -> int:
+    """Outputs of the model's head: MODEL.NUM_CLASSES, except 21841 with EVAL_22K_TO_1K and
+    the dataset's own count when MODEL.NUM_CLASSES is left at 1000 for imagenet22K / inat18."""
+    if config.get("EVAL_22K_TO_1K", False):
+        if config.MODEL.NUM_CLASSES not in (NUM_CLASSES_1K, NUM_CLASSES_22K):
+            raise ValueError(f"EVAL_22K_TO_1K evaluates a {NUM_CLASSES_22K}-class model; "
+                             f"MODEL.NUM_CLASSES is {config.MODEL.NUM_CLASSES}")
+        return NUM_CLASSES_22K
+    name = config.DATA.DATASET.lower()
+    if config.MODEL.NUM_CLASSES == NUM_CLASSES_1K and name in DATASET_NUM_CLASSES:
+        return DATASET_NUM_CLASSES[name]
+    return config.MODEL.NUM_CLASSES
+
+
+def label_num_classes(config: CfgNode) -> int:
+    """Labels lie in [0, this): the model's classes, or 1000 when EVAL_22K_TO_1K maps its
+    21841 outputs to ImageNet-1K."""
+    return NUM_CLASSES_1K if config.get("EVAL_22K_TO_1K", False) else model_num_classes(config)
+
+
+def resolve_num_classes(config: CfgNode) -> int:
+    """Sets MODEL.NUM_CLASSES to ``model_num_classes(config)`` (the config stays frozen if
+    it was) and returns it."""
+    classes = model_num_classes(config)
+    if classes != config.MODEL.NUM_CLASSES:
+        frozen = config.is_frozen()
+        config.defrost()
+        config.MODEL.NUM_CLASSES = classes
+        if frozen:
+            config.freeze()
+    return classes
 
 
 def _split_name(is_train: bool) -> str:
@@ -124,9 +161,14 @@ def build_dataset(is_train: bool, config: CfgNode) -> ImageListDataset:
         # or a <split>2018_locations.json beside them; items become ([image, temporal, spatial], target)
         locations = os.path.join(root, f"{split}2018_locations.json")
         meta = read_inat_meta(source, locations if os.path.isfile(locations) else None)
+    elif name == "imagenet22k" and is_imagenet22k_layout(root):
+        if config.DATA.ZIP_MODE:
+            raise ValueError("DATA.ZIP_MODE is not supported for the ImageNet-22K fall11_whole layout")
+        samples, data_root, classes, source = read_imagenet22k_split(root, split)
+        reader = None
     else:
         samples, data_root, reader, classes, source = _imagenet_samples(config, split)
-    check_labels(samples, config.MODEL.NUM_CLASSES, source)
+    check_labels(samples, label_num_classes(config), source)
     return ImageListDataset(
         samples,
         root=data_root,
@@ -159,9 +201,11 @@ def build_mixup(config: CfgNode) -> Mixup | None:
 def build_loader(config: CfgNode, train: bool = True, rank: int | None = None, world_size: int | None = None):
     """(dataset_train, dataset_val, loader_train, loader_val, mixup_fn). With ``train=False``
     (eval / throughput) the train entries are None. Rank and world size default to the
-    current process group."""
+    current process group. MODEL.NUM_CLASSES is set to the dataset's (``resolve_num_classes``)
+    first, as the published loader does, so build the model after this."""
     from ..utils.distributed import get_rank, get_world_size
 
+    resolve_num_classes(config)
     rank = get_rank() if rank is None else rank
     world_size = get_world_size() if world_size is None else world_size
     batch_size = config.DATA.BATCH_SIZE

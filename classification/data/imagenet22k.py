@@ -57,8 +57,8 @@ def read_class_to_idx(path: str) -> dict[str, int]:
     """{wnid: index} of a ``22k_class_to_idx.json``."""
     with open(path) as f:
         data = json.load(f)
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-                                             for k, v in data.items()):
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in data.items()):
         raise ValueError(f"{path}: expected a json object mapping WordNet ids to class indices")
     return data
 
@@ -83,7 +83,8 @@ def read_imagenet22k_split(root: str, split: str) -> tuple[list[tuple[str, int]]
             if not fields:
                 continue
             if len(fields) != 2:
-                raise ValueError(f"{list_path}:{number}: expected '<wnid>/<image> <label>', got {line.strip()!r}")
+                raise ValueError(
+                    f"{list_path}:{number}: expected '<wnid>/<image> <label>', got {line.strip()!r}")
             path, token = fields
             if path.startswith(IMAGE_FOLDER + "/"):
                 path = path[len(IMAGE_FOLDER) + 1:]

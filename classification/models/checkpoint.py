@@ -559,6 +559,41 @@ def _listing(title: str, items: list[str]) -> str:
     return f"{title} ({len(items)}):\n{shown}{more}"
 
 
+_DCN_OFFSET_MASK = re.compile(r"(?:^|\.)dcn\.(offset|mask)\.(?:weight|bias)$")
+
+
+def drop_dcn_centre(state_dict: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
+                    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """For a model built with ``remove_center`` and weights trained without it: each
+    ``dcn.offset`` / ``dcn.mask`` weight and bias loses the rows of the kernel's centre point
+    (offset rows are laid out (group, point, xy), mask rows (group, point); for 3x3 the centre
+    is point 4 of 9), so the remaining points keep their meaning. Tensors whose shapes already
+    match, or do not differ by exactly one point per group, are left alone. Returns the new
+    state_dict and the names that were sliced."""
+    out, sliced = dict(state_dict), []
+    for key, value in state_dict.items():
+        match = _DCN_OFFSET_MASK.search(key)
+        if match is None or key not in model_state:
+            continue
+        target = model_state[key].shape
+        if value.shape == target or value.ndim != len(target) or value.shape[1:] != target[1:]:
+            continue
+        per_point = 2 if match.group(1) == "offset" else 1
+        rows, kept = value.shape[0], target[0]
+        removed = rows - kept  # one point per group
+        if removed <= 0 or removed % per_point or rows % removed:
+            continue
+        groups = removed // per_point
+        points = rows // removed
+        if points % 2 == 0:  # only odd kernels have a centre point
+            continue
+        shaped = value.reshape(groups, points, per_point, *value.shape[1:])
+        keep = [p for p in range(points) if p != points // 2]
+        out[key] = shaped[:, keep].reshape(kept, *value.shape[1:]).clone()
+        sliced.append(key)
+    return out, sliced
+
+
 @dataclass
 class LoadReport:
     """What ``load_pretrained`` did; ``str(report)`` is the readable summary."""
@@ -604,10 +639,14 @@ def load_pretrained(model: nn.Module, checkpoint: str | os.PathLike | Mapping, *
     ``checkpoint`` is a path, URL or an already-loaded (possibly wrapped) state_dict. A
     ``backbone.`` trunk (dense checkpoints) is unwrapped when the model has no such keys.
     Classifier head (``head.weight``/``head.bias``): loaded when the shapes match and
-    ``reinit_head`` is False; a 21841-row head goes into a 1000-class model through
-    ``map22kto1k_path`` (line k = 22K row of 1K class k); otherwise it is re-initialised with
-    a warning; a model without a head (num_classes=0) drops it. With ``strict`` any other
-    missing, unexpected or shape-mismatched tensor raises a ``RuntimeError`` holding the report.
+    ``reinit_head`` is False; a 21841-row head goes into a 1000-class model through the
+    22K->1K map (line k = 22K row of 1K class k): ``map22kto1k_path``, by default the
+    published table shipped in ``classification/data/map22kto1k.txt``; otherwise it is
+    re-initialised with a warning; a model without a head (num_classes=0) drops it.
+    A model built with ``remove_center`` takes the ``dcn.offset``/``dcn.mask`` tensors of a
+    checkpoint trained without it minus the centre point's rows (``drop_dcn_centre``).
+    With ``strict`` any other missing, unexpected or shape-mismatched tensor raises a
+    ``RuntimeError`` holding the report.
     """
     log = logger or _LOGGER
     if isinstance(checkpoint, Mapping):
@@ -644,21 +683,28 @@ def load_pretrained(model: nn.Module, checkpoint: str | os.PathLike | Mapping, *
         new_head = ckpt_head
     else:
         rows, classes = ckpt_head["head.weight"].shape[0], model_head["head.weight"].shape[0]
-        if rows == NUM_CLASSES_22K and classes == NUM_CLASSES_1K and map22kto1k_path:
-            index = read_class_map(map22kto1k_path, rows)
+        if rows == NUM_CLASSES_22K and classes == NUM_CLASSES_1K:
+            from classification.data.imagenet22k import MAP22KTO1K_FILE  # the shipped table
+
+            map_path = map22kto1k_path or MAP22KTO1K_FILE
+            index = read_class_map(map_path, rows)
             new_head = {k: v[index] for k, v in ckpt_head.items()}
             report.head = f"mapped {rows}->{classes}"
-            report.notes.append(f"head rows selected with {os.fspath(map22kto1k_path)}")
+            report.notes.append(f"head rows selected with {os.fspath(map_path)}")
         else:
             reset_head(head_module)
             report.head = "reinitialised"
-            why = (f"checkpoint head has {rows} classes, the model {classes}"
-                   + ("" if rows != NUM_CLASSES_22K or classes != NUM_CLASSES_1K
-                      else " (pass map22kto1k_path to keep the 1K classes of a 22K head)"))
+            why = f"checkpoint head has {rows} classes, the model {classes}"
             warnings.warn(f"re-initialising the classifier head: {why}", stacklevel=2)
             log.warning("re-initialising the classifier head: %s", why)
             report.notes.append(f"head re-initialised: {why}")
     state_dict.update(new_head)
+
+    # ---- REMOVE_CENTER model, checkpoint with centre points
+    state_dict, sliced = drop_dcn_centre(state_dict, model_state)
+    if sliced:
+        report.notes.append(f"dropped the centre point of {len(sliced)} dcn.offset/dcn.mask tensors "
+                            "(the model has remove_center)")
 
     # ---- everything else: same names, same shapes
     to_load = {}
@@ -683,6 +729,6 @@ def load_pretrained(model: nn.Module, checkpoint: str | os.PathLike | Mapping, *
 
 
 __all__ = ["TRUST_ENV", "TRUST_FLAG", "CheckpointReadError", "LoadReport", "UntrustedCheckpointError",
-           "add_trust_argument", "apply_trust_argument", "load_pretrained",
+           "add_trust_argument", "apply_trust_argument", "drop_dcn_centre", "load_pretrained",
            "parse_args_with_trust", "read_checkpoint", "read_class_map", "read_state_dict", "reset_head",
            "routed_torch_load", "strip_prefix", "trust_from_environment", "unwrap_state_dict"]

@@ -166,9 +166,19 @@ def resume_training(
 ) -> dict:
     """Loads a training checkpoint into the given objects (those not None and present in the
     file). Returns {'epoch', 'max_accuracy', 'max_accuracy_ema'} (epoch -1 when absent)."""
+    from classification.models.checkpoint import drop_dcn_centre
+
     weights = checkpoint.get("model", checkpoint)
     weights = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in weights.items()}
+    # A REMOVE_CENTER model resuming weights trained with centre points: slice those out.
+    weights, sliced = drop_dcn_centre(weights, model.state_dict())
     model.load_state_dict(weights, strict=strict)
+    if sliced and optimizer is not None and checkpoint.get("optimizer") is not None:
+        # its moments have the old shapes; the weights carry over, the optimizer starts fresh
+        logging.getLogger(__name__).warning(
+            "resume: dropped the centre point of %d dcn tensors (REMOVE_CENTER); the optimizer "
+            "state of the checkpoint does not fit and is not loaded", len(sliced))
+        optimizer = None
     if optimizer is not None and checkpoint.get("optimizer") is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
     if lr_scheduler is not None and checkpoint.get("lr_scheduler") is not None:
@@ -177,7 +187,8 @@ def resume_training(
         scaler.load_state_dict(checkpoint["scaler"])
     if ema is not None:
         # A checkpoint without EMA weights (e.g. EMA switched on later) restarts EMA from the model.
-        ema.module.load_state_dict(checkpoint.get("ema") or weights, strict=strict)
+        ema_weights = checkpoint.get("ema") or weights
+        ema.module.load_state_dict(drop_dcn_centre(ema_weights, ema.module.state_dict())[0], strict=strict)
     return {
         "epoch": int(checkpoint.get("epoch", -1)),
         "max_accuracy": float(checkpoint.get("max_accuracy", 0.0)),

@@ -22,7 +22,8 @@ from classification.utils import resume_training
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
-TINY = dict(channels=16, depths=(1, 1, 1, 1), groups=(1, 2, 4, 8), drop_path_rate=0.0, core_op="DCNv3_pytorch")
+TINY = dict(channels=16, depths=(1, 1, 1, 1), groups=(1, 2, 4, 8), drop_path_rate=0.0,
+            core_op="DCNv3_pytorch")
 TINY_YAML = """\
 DATA:
   IMG_SIZE: 32

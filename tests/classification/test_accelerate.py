@@ -148,4 +148,5 @@ def test_every_deepspeed_json_is_used():
             ref = (yaml.safe_load(f).get("deepspeed_config") or {}).get("deepspeed_config_file")
         if ref:
             used.add(os.path.basename(ref))
-    assert used == {os.path.basename(p) for p in glob.glob(os.path.join(LAUNCH_DIR, "**", "*.json"), recursive=True)}
+    found = glob.glob(os.path.join(LAUNCH_DIR, "**", "*.json"), recursive=True)
+    assert used == {os.path.basename(p) for p in found}

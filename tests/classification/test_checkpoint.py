@@ -214,12 +214,12 @@ def test_22k_head_mapped_to_1k(map_file, tmp_path):
     assert torch.equal(read_class_map(map_file), torch.tensor(index))
 
 
-def test_22k_head_without_map_is_reinitialised(tmp_path):
+def test_22k_head_without_map_uses_the_shipped_one(map_file):
     source = InternImage(num_classes=21841, **SMALL)
     target = InternImage(num_classes=1000, **SMALL)
-    with pytest.warns(UserWarning, match="map22kto1k_path"):
-        report = load_pretrained(target, source.state_dict())
-    assert report.head == "reinitialised"
+    report = load_pretrained(target, source.state_dict())  # no flag: the table in the package
+    assert report.head == "mapped 21841->1000"
+    assert torch.equal(target.head.bias, source.head.bias[read_class_map(map_file)])
 
 
 def test_bad_class_map(tmp_path):

@@ -115,7 +115,7 @@ def test_zero1_trains_resumes_and_consolidates(cfg, data, tmp_path):
             "--data-path",
             data,
             "--output",
-            out,
+            out + "-ft",  # a run of its own (outputs are <output>/<cfg stem>/, no tag level)
             "--tag",
             "ft",
             "--epochs",
@@ -183,7 +183,7 @@ def test_two_processes_with_the_launch_script(cfg, data, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    folder = os.path.join(out, "tiny", "default")
+    folder = os.path.join(out, "tiny")
     files = os.listdir(os.path.join(folder, "epoch1"))
     assert sum(name.startswith("zero_pp_rank_") for name in files) == 2  # one optimizer shard per rank
     history = epoch_history(os.path.join(folder, "metrics.jsonl"))

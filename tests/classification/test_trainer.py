@@ -172,7 +172,8 @@ def trained_run(tmp_path_factory, folder_data):
             "0.5",
         ]
     )
-    return {"cfg": cfg, "out": out, "result": result, "folder": os.path.join(out, "tiny", "t1")}
+    # <output>/<cfg stem>/ as published: the tag names the run, no folder level
+    return {"cfg": cfg, "out": out, "result": result, "folder": os.path.join(out, "tiny")}
 
 
 # ----------------------------------------------------------------------------- training
@@ -224,8 +225,10 @@ def _data_path_of(run) -> str:
 
 
 def _rerun(run, tag: str, *extra: str) -> dict:
-    """trainer.main on the trained run's config, data and output folder."""
-    return trainer.main(["--cfg", run["cfg"], "--data-path", _data_path_of(run), "--output", run["out"],
+    """trainer.main on the trained run's config and data; in its output folder for tag t1 (the
+    run itself), else in an output of its own (tags are no folder level)."""
+    out = run["out"] if tag == "t1" else f"{run['out']}-{tag}"
+    return trainer.main(["--cfg", run["cfg"], "--data-path", _data_path_of(run), "--output", out,
                          "--tag", tag, *extra])
 
 
@@ -291,7 +294,7 @@ def test_zip_layout_with_accumulation_bf16_and_mixup(tmp_path):
 def test_killed_run_auto_resumes_from_its_last_checkpoint(tmp_path, folder_data):
     cfg = write_cfg(tmp_path)
     out = str(tmp_path / "out")
-    folder = os.path.join(out, "tiny", "default")
+    folder = os.path.join(out, "tiny")
     cmd = [
         sys.executable,
         "classification/main.py",
@@ -344,8 +347,6 @@ def test_resume_restores_optimizer_scheduler_and_ema(tmp_path, folder_data):
         cfg,
         "--data-path",
         folder_data,
-        "--output",
-        str(tmp_path / "out"),
         "--epochs",
         "2",
         "--save-ckpt-num",
@@ -356,11 +357,11 @@ def test_resume_restores_optimizer_scheduler_and_ema(tmp_path, folder_data):
         "TRAIN.EMA.DECAY",
         "0.9",
     ]
-    trainer.main(base + ["--tag", "straight"])
-    straight, split = tmp_path / "out/tiny/straight", tmp_path / "out/tiny/split"
+    trainer.main(base + ["--output", str(tmp_path / "straight")])
+    straight, split = tmp_path / "straight/tiny", tmp_path / "split/tiny"
     split.mkdir(parents=True)
     (split / "ckpt_epoch_0.pth").write_bytes((straight / "ckpt_epoch_0.pth").read_bytes())
-    assert trainer.main(base + ["--tag", "split"])["epochs_run"] == 1
+    assert trainer.main(base + ["--output", str(tmp_path / "split")])["epochs_run"] == 1
     a = load_checkpoint_file(str(straight / "ckpt_epoch_1.pth"))
     b = load_checkpoint_file(str(split / "ckpt_epoch_1.pth"))
     for key in ("model", "ema"):
@@ -698,7 +699,7 @@ def test_torchrun_two_processes_train_and_write_one_output(tmp_path, folder_data
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    folder = tmp_path / "out" / "tiny" / "default"
+    folder = tmp_path / "out" / "tiny"
     assert "world size 2" in (folder / "log_rank1.txt").read_text()
     (record,) = epoch_history(str(folder / "metrics.jsonl"))
     assert record["updates"] == 3  # 24 images over 2 processes x batch 4
