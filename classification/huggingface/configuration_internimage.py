@@ -7,22 +7,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-# The fields the published config.json files carry, besides model_type/architectures/auto_map
-# (fidelity.md), in the order the converter writes them.
-HUB_CONFIG_FIELDS = (
-    "core_op", "channels", "depths", "groups", "layer_scale", "offset_scale", "post_norm", "mlp_ratio",
-    "dw_kernel_size", "res_post_norm", "level2_post_norm", "level2_post_norm_block_ids",
-    "center_feature_scale", "use_clip_projector", "remove_center", "cls_scale", "num_classes",
-    "norm_layer", "act_layer", "drop_path_rate",
-)
-# The published repos' remote-code entry points (auto_map). With classification.huggingface
-# imported, transformers uses our registered classes instead, with or without trust_remote_code.
-HUB_AUTO_MAP = {
-    "AutoConfig": "configuration_internimage.InternImageConfig",
-    "AutoModel": "modeling_internimage.InternImageModel",
-    "AutoModelForImageClassification": "modeling_internimage.InternImageModelForImageClassification",
-}
-HUB_ARCHITECTURES = ("InternImageModelForImageClassification",)
+from classification.models.hub_layout import HUB_ARCHITECTURES, HUB_AUTO_MAP, HUB_CONFIG_FIELDS
 
 
 class InternImageConfig(PretrainedConfig):

@@ -30,13 +30,13 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
-from classification.huggingface.configuration_internimage import (  # noqa: E402
+from classification.models.checkpoint import read_state_dict  # noqa: E402
+from classification.models.hub_layout import (  # noqa: E402  (no transformers import: a quick start)
     HUB_ARCHITECTURES,
     HUB_AUTO_MAP,
     HUB_CONFIG_FIELDS,
+    to_hub_layout,
 )
-from classification.models.checkpoint import read_state_dict  # noqa: E402
-from classification.models.hub_layout import to_hub_layout  # noqa: E402
 from classification.models.intern_image import InternImage  # noqa: E402
 from classification.models.registry import (  # noqa: E402
     DEFAULT_DROP_PATH,

@@ -306,8 +306,9 @@ class InternImage(nn.Module):
         self.has_head = True  # False once prune_intermediate_layers removed the head
         self.feature_info = [dict(num_chs=int(channels * 2 ** i), reduction=4 * 2 ** i, module=f"levels.{i}")
                              for i in range(self.num_levels)]
-        self.apply(self._init_weights)
-        self.apply(self._init_deform_weights)
+        if not self.patch_embed.conv1.weight.is_meta:  # meta tensors hold no values to initialise
+            self.apply(self._init_weights)
+            self.apply(self._init_deform_weights)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
