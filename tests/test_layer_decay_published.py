@@ -6,6 +6,7 @@ Models on the meta device; configs that differ only in class counts build one mo
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def _configs() -> dict[str, list[tuple[str, Path]]]:
         for path in sorted((REPO / tree / "configs").rglob("*.py")):
             if "_base_" in path.parts:
                 continue
-            cfg = Config.fromfile(str(path))
+            cfg = Config.fromfile(str(path), import_custom_modules=False)  # _build imports the plugins
             optim = cfg.get("optim_wrapper", {})
             if optim.get("constructor") != CONSTRUCTOR:
                 continue
@@ -117,8 +118,9 @@ def _id(group: list[tuple[str, Path]]) -> str:
     return f"{path.relative_to(REPO / tree / 'configs').with_suffix('')}(+{len(group) - 1})"
 
 
+@functools.cache
 def _build(tree: str, path: Path):
-    cfg = Config.fromfile(str(path))
+    cfg = Config.fromfile(str(path), import_custom_modules=False)
     scope = "mmdet" if tree == "detection" else "mmseg"
     init_default_scope(scope)
     if tree == "detection":
@@ -174,7 +176,10 @@ def test_lr_scale_and_weight_decay_follow_the_published_rule(group):
 
 # ------------------------------------------------------------------ published values, spot checks
 def _per_param(tree: str, config: str) -> tuple[dict, float]:
-    model, wrapper, _, optimizer = _build(tree, REPO / tree / "configs" / config)
+    """The config's group representative (same model and optimizer settings), built once."""
+    path = REPO / tree / "configs" / config
+    (group,) = [g for g in GROUPS if (tree, path) in g]
+    model, wrapper, _, optimizer = _build(*group[0])
     by_id = {id(p): n for n, p in model.named_parameters()}
     return {by_id[id(p)]: g for g in wrapper.optimizer.param_groups for p in g["params"]}, optimizer["lr"]
 
@@ -207,3 +212,25 @@ def test_dino_h_deformable_attention_at_offset_lr_scale_and_level_embeds_at_laye
     assert per_param["backbone.levels.3.norm.0.weight"]["lr"] == pytest.approx(lr * 0.94 ** (51 - 45))
     # published enc_output_norm: a norm, no weight decay (ours is memory_trans_norm)
     assert per_param["memory_trans_fc.weight"]["weight_decay"] > 0
+
+
+def test_offset_lr_scale_per_tree_on_published_names():
+    """The tree rule itself where no shipped config exercises it: in segmentation only
+    names with ``backbone`` take offset_lr_scale; ``dino_head`` gives the head's offsets
+    x0.1 instead; ``backbone_small_lr`` adds x0.1 to every decayed scale."""
+    from dense_common.layer_decay import lr_scale
+
+    rule = dict(num_layers=30, depths=[4, 4, 18, 4], layer_decay_rate=0.9, offset_lr_scale=0.01)
+    head = "decode_head.pixel_decoder.encoder.layers.0.attentions.0.sampling_offsets.weight"
+    assert lr_scale(head, **rule, tree="segmentation") == 1.0
+    assert lr_scale(head, **rule, tree="detection") == pytest.approx(0.01)
+    assert lr_scale("backbone.x.sampling_offsets.weight", **rule, tree="segmentation") == pytest.approx(0.01)
+    assert lr_scale(head, **rule, dino_head=True, tree="detection") == pytest.approx(0.1)
+    block = "backbone.levels.0.blocks.0.mlp.fc1.weight"
+    assert lr_scale(block, **rule, backbone_small_lr=True) == pytest.approx(0.9 ** 30 * 0.1)
+    for name, want in ((block, 1), ("backbone.levels.2.post_norms.3.0.weight", 12),
+                       ("backbone.levels.3.norm.0.weight", 27), ("backbone.levels.3.downsample.conv.weight", 27),
+                       ("backbone.levels.1.norm.0.weight", 9), ("neck.fpn.0.weight", 31)):
+        assert published_layer_id(name, 32, [4, 4, 18, 4], "detection") == want, name
+        assert lr_scale(name, num_layers=30, depths=[4, 4, 18, 4], layer_decay_rate=0.9) == pytest.approx(
+            0.9 ** (31 - want)), name

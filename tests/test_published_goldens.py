@@ -15,6 +15,7 @@ from classification.models import InternImage
 from ops_dcnv3 import dcnv3, dcnv3_core_pytorch, kernel_available
 from ops_dcnv3.modules.dcnv3 import DCNv3, DCNv3_pytorch
 
+
 def _cpu_isas() -> list[str]:
     """The CPU kernel paths this machine can run (DCNV3_CPU_ISA values)."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
