@@ -59,18 +59,26 @@ def test_internimage_in_chans_is_respected():
         model(torch.randn(2, 3, 32, 32))
 
 
-def test_checks_trace_through_compile_and_export():
+def test_dcnv3_check_traces_through_compile_and_export():
+    # the compiled-op DCNv3 under fullgraph compile / export: tests/ops_dcnv3/test_torch_integration.py
+    module = DCNv3_pytorch(channels=16, group=2).eval()
+    x = torch.randn(2, 8, 8, 16)
+    with torch.no_grad():
+        expected = module(x)
+        compiled = torch.compile(module, backend="eager")  # the reference core itself graph-breaks
+        torch.testing.assert_close(compiled(x), expected)
+        with pytest.raises(ValueError, match="layout \\(N, H, W, C\\)"):
+            compiled(torch.randn(2, 16, 8, 8))
+    batch = torch.export.Dim("batch", min=1, max=8)
+    exported = torch.export.export(module, (x,), dynamic_shapes={"input": {0: batch}})
+    torch.testing.assert_close(exported.module()(x), expected)
+
+
+def test_internimage_check_traces_through_export():
     model = InternImage(**TINY).eval()
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        expected = model(x)
-        # (the pure-PyTorch reference core itself graph-breaks; the compiled-op case is in
-        # tests/ops_dcnv3/test_torch_integration.py, which runs through DCNv3.forward's check)
-        compiled = torch.compile(model, backend="eager")
-        torch.testing.assert_close(compiled(x), expected)
-        with pytest.raises(ValueError, match="layout \\(N, C, H, W\\)"):
-            compiled(torch.randn(2, 32, 32, 3))
     batch = torch.export.Dim("batch", min=1, max=8)
     exported = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
-    torch.testing.assert_close(exported.module()(x), expected)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x))
     assert exported.module()(torch.randn(3, 3, 32, 32)).shape == (3, 3)

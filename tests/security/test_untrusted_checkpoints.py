@@ -338,95 +338,124 @@ def test_broken_files_give_one_line_naming_the_file(tmp_path):
 
 
 def test_main_reports_broken_files_in_one_line(tmp_path, tiny_cfg):
+    from classification import main as trainer
+
     for path in _broken_files(tmp_path)[:2]:
-        proc = run_script("classification/main.py", "--cfg", tiny_cfg, "--throughput", "--resume", path,
-                          "--output", tmp_path / "out")
-        assert proc.returncode != 0
-        last = proc.stderr.strip().splitlines()[-1]
-        assert "CheckpointReadError" in last and f"{path} is not a readable PyTorch checkpoint" in last
+        with pytest.raises(CheckpointReadError) as error:
+            trainer.main(["--cfg", str(tiny_cfg), "--throughput", "--resume", str(path),
+                          "--output", str(tmp_path / "out")])
+        message = str(error.value)
+        assert message.startswith(f"{path} is not a readable PyTorch checkpoint") and "\n" not in message
 
 
 # ----------------------------------------------------------------------------- classification scripts
-@pytest.mark.parametrize("flag", ["--resume", "--pretrained"])
-def test_main_refuses_the_payload(tmp_path, marker, tiny_cfg, flag):
+# Each script by its command line: main.py in a subprocess (the error reaches stderr), the
+# others through main(argv) in this process (a subprocess costs ~5 s of imports on CI).
+def refused_in_process(main, args: list, path: Path, marker: Path) -> None:
+    with pytest.raises(UntrustedCheckpointError) as error:
+        main([str(a) for a in args])
+    assert_refused(str(error.value), path, marker)
+
+
+def test_main_refuses_the_payload(tmp_path, marker, tiny_cfg):
     path = write_payload(tmp_path / "ckpt.pth", marker)
-    proc = run_script("classification/main.py", "--cfg", tiny_cfg, "--throughput", flag, path,
+    proc = run_script("classification/main.py", "--cfg", tiny_cfg, "--throughput", "--resume", path,
                       "--output", tmp_path / "out")
     assert_script_refused(proc, path, marker)
 
 
-def test_main_trust_flag_loads_an_old_style_checkpoint(tmp_path, tiny_cfg):
+def test_main_pretrained_refuses_the_payload(tmp_path, marker, tiny_cfg):
+    from classification import main as trainer
+
+    path = write_payload(tmp_path / "ckpt.pth", marker)
+    refused_in_process(trainer.main, ["--cfg", tiny_cfg, "--throughput", "--pretrained", path,
+                                      "--output", tmp_path / "out"], path, marker)
+
+
+def test_main_trust_flag_loads_an_old_style_checkpoint(tmp_path, tiny_cfg, monkeypatch):
+    from classification import main as trainer
     from classification.config import load_config_file
     from classification.models import build_model
 
+    monkeypatch.setenv(TRUST_ENV, "0")  # the flag sets it to 1; monkeypatch removes it afterwards
     path = tmp_path / "old.pth"
     model = build_model(load_config_file(str(tiny_cfg)))
     torch.save({"model": model.state_dict(), "epoch": 4, "args": argparse.Namespace(lr=0.1),
                 "saved_on": datetime.date(2023, 3, 1)}, path)
-    args = ["--cfg", tiny_cfg, "--throughput", "--resume", path, "--output", tmp_path / "out",
+    args = ["--cfg", str(tiny_cfg), "--throughput", "--resume", str(path), "--output", str(tmp_path / "out"),
             "--opts", "DATA.BATCH_SIZE", "1"]
-    refused = run_script("classification/main.py", *args)
-    assert refused.returncode != 0 and "datetime.date" in refused.stderr
-    trusted = run_script("classification/main.py", *args, "--trust-checkpoint")
-    assert trusted.returncode == 0, trusted.stderr[-3000:]
-    assert f"loaded weights from {path}" in trusted.stdout + trusted.stderr
+    with pytest.raises(UntrustedCheckpointError, match="datetime.date"):
+        trainer.main(args)
+    result = trainer.main([*args, "--trust-checkpoint"])
+    assert result["throughput"] > 0 and os.environ[TRUST_ENV] == "1"
 
 
 def test_extract_feature_refuses_the_payload(tmp_path, marker, tiny_cfg, tiny_data):
+    from classification import extract_feature
+
     path = write_payload(tmp_path / "ckpt.pth", marker)
-    proc = run_script("classification/extract_feature.py", "--cfg", tiny_cfg, "--img",
-                      tiny_data / "val" / "a" / "0.png", "--keys", "patch_embed", "--resume", path,
-                      "--device", "cpu")
-    assert_script_refused(proc, path, marker)
+    refused_in_process(extract_feature.main, ["--cfg", tiny_cfg, "--img", tiny_data / "val" / "a" / "0.png",
+                                              "--keys", "patch_embed", "--resume", path, "--device", "cpu"],
+                       path, marker)
 
 
 def test_export_refuses_the_payload(tmp_path, marker):
+    from classification import export
+
     path = write_payload(tmp_path / "internimage_t_1k_224.pth", marker)
-    proc = run_script("classification/export.py", "--onnx", "--ckpt_dir", tmp_path, "--output-dir",
-                      tmp_path, "--runs", "0")
-    assert_script_refused(proc, path, marker)
+    args = ["--onnx", "--ckpt_dir", tmp_path, "--output-dir", tmp_path, "--runs", "0"]
+    refused_in_process(export.main, args, path, marker)
     assert not list(tmp_path.glob("*.onnx"))
 
 
 def test_deepspeed_consolidate_refuses_a_payload_client_state(tmp_path, marker):
+    pytest.importorskip("deepspeed")
+    from classification import main_deepspeed
+
     tag = tmp_path / "ckpt" / "epoch0"
     path = write_payload(tag / "mp_rank_00_model_states.pt", marker)
     (tmp_path / "ckpt" / "latest").write_text("epoch0")
-    proc = run_script("classification/main_deepspeed.py", "--consolidate", tmp_path / "ckpt", "--ema",
-                      "--out", tmp_path / "out.pth")
-    assert_script_refused(proc, path, marker)
+    refused_in_process(main_deepspeed.main, ["--consolidate", tmp_path / "ckpt", "--ema", "--out",
+                                             tmp_path / "out.pth"], path, marker)
 
 
-def test_deepspeed_resume_refuses_a_payload(tmp_path, marker, tiny_cfg, tiny_data):
+@pytest.fixture
+def restore_environment():
+    """main_deepspeed / accelerate set MASTER_ADDR, RANK, ... and process-wide state."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_deepspeed_resume_refuses_a_payload(tmp_path, marker, tiny_cfg, tiny_data, restore_environment):
     """DeepSpeed's own checkpoint engine reads with weights_only=False: main_deepspeed routes it."""
     pytest.importorskip("deepspeed")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/torch_extensions"))
+    from classification import main_deepspeed
+
     tag = tmp_path / "out" / "epoch0"
     path = write_payload(tag / "mp_rank_00_model_states.pt", marker)
-    env = script_env(TORCH_EXTENSIONS_DIR=os.path.expanduser("~/.cache/torch_extensions"))
-    proc = run_script("classification/main_deepspeed.py", "--cfg", tiny_cfg, "--data-path", tiny_data,
-                      "--output", tmp_path / "run", "--resume", tag, env=env, timeout=600)
-    assert_script_refused(proc, path, marker)
+    refused_in_process(main_deepspeed.main, ["--cfg", tiny_cfg, "--data-path", tiny_data, "--output",
+                                             tmp_path / "run", "--resume", tag], path, marker)
 
 
-def test_accelerate_resume_refuses_a_payload(tmp_path, marker, tiny_cfg, tiny_data):
+def test_accelerate_resume_refuses_a_payload(tmp_path, marker, tiny_cfg, tiny_data, restore_environment):
     """accelerate's load_state reads registered objects with weights_only=False."""
     pytest.importorskip("accelerate")
     from accelerate.state import AcceleratorState
 
     from classification import main_accelerate
 
-    saved = dict(os.environ)
     args = ["--cfg", str(tiny_cfg), "--data-path", str(tiny_data), "--output", str(tmp_path / "out")]
+    AcceleratorState._reset_state(reset_partial_state=True)
     try:
-        AcceleratorState._reset_state(reset_partial_state=True)
         result = main_accelerate.main(args)
+        state_dir = Path(main_accelerate.latest_state(result["output"]))
+        custom = state_dir / "custom_checkpoint_0.pkl"  # the trainer's counters (TrainState)
+        assert custom.is_file()
+        torch.save({"epoch": 0, "updates": 3, "x": ShellPayload(marker)}, custom)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        refused_in_process(main_accelerate.main, [*args, "--epochs", "2"], custom, marker)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
-        os.environ.clear()
-        os.environ.update(saved)
-    state_dir = Path(main_accelerate.latest_state(result["output"]))
-    custom = state_dir / "custom_checkpoint_0.pkl"
-    assert custom.is_file()
-    torch.save({"epoch": 0, "updates": 3, "x": ShellPayload(marker)}, custom)
-    proc = run_script("classification/main_accelerate.py", *args, "--epochs", "2", timeout=600)
-    assert_script_refused(proc, custom, marker)
