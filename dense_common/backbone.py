@@ -1,7 +1,7 @@
 """The InternImage trunk as a dense-prediction backbone (dense.md): the one
 classification definition without its head, returning NCHW features at strides
-4/8/16/32, with ``out_indices``, ``frozen_stages``, ``with_cp`` and an mmengine-style
-``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+4/8/16/32, with ``out_indices``, ``frozen_stages``, ``with_cp``, ``use_dcn_v4_op`` (published switch, same
+arithmetic) and an mmengine-style ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
 
 Parameter names stay those of ``classification.models.InternImage`` so that published
 detection/segmentation checkpoints (``backbone.patch_embed...``) load unchanged."""
@@ -29,7 +29,10 @@ class InternImageBackbone(InternImage):
     ``levels[:n]`` (eval mode, no gradients); -1 freezes nothing."""
 
     def __init__(self, *, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
-                 init_cfg: Mapping | None = None, pretrained: str | None = None, **kwargs):
+                 init_cfg: Mapping | None = None, pretrained: str | None = None, use_dcn_v4_op: bool = False,
+                 **kwargs):
+        if not isinstance(use_dcn_v4_op, bool):
+            raise ValueError(f"use_dcn_v4_op must be True or False, got {use_dcn_v4_op!r}")
         kwargs.pop("num_classes", None)
         kwargs.pop("cls_scale", None)
         if kwargs.get("use_clip_projector"):
@@ -54,6 +57,10 @@ class InternImageBackbone(InternImage):
                              f"got {dict(init_cfg)}")
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
+        # The published switch to the DCNv4 kernel, which takes offsets and softmaxed mask
+        # packed in one tensor: same parameters, same arithmetic. This project has no DCNv4
+        # kernel, so both settings run the DCNv3 one (same outputs, no speed-up).
+        self.use_dcn_v4_op = use_dcn_v4_op
         self.init_cfg = dict(init_cfg) if init_cfg is not None else None
         self.out_channels = [int(self.channels * 2 ** i) for i in out_indices]
         self._freeze_stages()

@@ -120,12 +120,11 @@ def _evaluators(cfg: Config) -> list:
 
 
 def _metric_parameters(evaluator, scope: str) -> set[str]:
+    import importlib
     import inspect
 
-    from mmengine.registry import METRICS, DefaultScope
-
-    with DefaultScope.overwrite_default_scope(scope):
-        metric_class = METRICS.get(evaluator["type"])
+    importlib.import_module(f"{scope}.evaluation")  # registers the tree's metrics
+    metric_class = importlib.import_module(f"{scope}.registry").METRICS.get(evaluator["type"])
     if metric_class is None:
         raise fail(f"unknown test_evaluator type {evaluator['type']!r}")
     return set(inspect.signature(metric_class).parameters)

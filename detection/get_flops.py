@@ -1,7 +1,11 @@
 """FLOPs and parameters of a detector for one input size: mmengine's operator count plus
 the DCNv3 sampling core, which operator counters do not see (dense_common.flops).
 
-    python detection/get_flops.py CONFIG [--shape H W]"""
+    python detection/get_flops.py CONFIG [--shape H [W]] [--size-divisor 32]
+
+``--shape`` takes one value (a square input) or two (H W), default 800 1280; as the
+published script, the input is padded up to a multiple of ``--size-divisor`` (default 32,
+-1: no padding), the size the detector really runs at."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from mmdet.utils import register_all_modules
 from mmengine.analysis.print_helper import _format_size
 from torch import nn
 
-from dense_common.cli import fail, load_config
+from dense_common.cli import fail, load_config, parse_shape
 from dense_common.flops import dcnv3_core_flops, model_complexity, uncounted_summary
 
 
@@ -40,9 +44,18 @@ class TensorMode(nn.Module):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="FLOPs of an InternImage detector, DCNv3 included.")
     parser.add_argument("config", help="config file")
-    parser.add_argument("--shape", type=int, nargs=2, default=[1280, 800], metavar=("H", "W"),
-                        help="input height and width (default 1280 800)")
+    parser.add_argument("--shape", type=int, nargs="+", default=[800, 1280], metavar="H [W]",
+                        help="input height and width, one value for a square (default 800 1280)")
+    parser.add_argument("--size-divisor", type=int, default=32,
+                        help="pad the input up to a multiple of this (-1: no padding)")
     return parser.parse_args(argv)
+
+
+def padded_shape(height: int, width: int, size_divisor: int) -> tuple[int, int]:
+    """``(H, W)`` rounded up to multiples of ``size_divisor`` (unchanged when it is <= 0)."""
+    if size_divisor <= 0:
+        return height, width
+    return -(-height // size_divisor) * size_divisor, -(-width // size_divisor) * size_divisor
 
 
 def count(config: str, height: int, width: int) -> dict:
@@ -63,9 +76,14 @@ def count(config: str, height: int, width: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    result = count(args.config, *args.shape)
+    height, width = parse_shape(args.shape)
+    padded = padded_shape(height, width, args.size_divisor)
+    result = count(args.config, *padded)
     line = "=" * 40
-    print(f"{line}\ninput shape: 1x3x{args.shape[0]}x{args.shape[1]}\n"
+    if padded != (height, width):
+        print(f"input {height}x{width} padded to {padded[0]}x{padded[1]} "
+              f"(--size-divisor {args.size_divisor})")
+    print(f"{line}\ninput shape: 1x3x{padded[0]}x{padded[1]}\n"
           f"FLOPs: {_format_size(result['flops'])} (DCNv3 core: {_format_size(result['dcnv3_flops'])})\n"
           f"params: {_format_size(result['params'])}\n{line}")
     print(uncounted_summary(result["uncounted"]))

@@ -5,7 +5,12 @@
 
 ``--resume`` without a path resumes from the newest checkpoint in the work dir. Without CUDA,
 ``--launcher pytorch`` (dist_train.sh) trains data-parallel over gloo and ``--amp`` is
-bfloat16 autocast (dense_common/cpu_training.py)."""
+bfloat16 autocast (dense_common/cpu_training.py).
+
+Published (mmdet 2) flags, mapped onto mmengine: ``--resume-from CKPT`` is ``--resume CKPT``,
+``--auto-resume`` is ``--resume``, ``--no-validate`` drops the validation loop,
+``--seed`` / ``--diff-seed`` / ``--deterministic`` set ``randomness``, ``--gpu-id(s)``
+makes one GPU visible, ``--options`` is ``--cfg-options``."""
 
 from __future__ import annotations
 
@@ -21,7 +26,17 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from classification.models.checkpoint import parse_args_with_trust
-from dense_common.cli import check_checkpoint, default_work_dir, fail, load_config, set_local_rank
+from dense_common.cli import (
+    apply_randomness,
+    check_checkpoint,
+    default_work_dir,
+    disable_validation,
+    fail,
+    load_config,
+    one_of,
+    select_gpu,
+    set_local_rank,
+)
 from dense_common.cpu_training import adapt_to_cpu
 
 
@@ -38,11 +53,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config entries, e.g. train_cfg.max_epochs=1")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    published = parser.add_argument_group("published (mmdet 2) flags")
+    published.add_argument("--resume-from", metavar="CKPT", help="resume from CKPT (= --resume CKPT)")
+    published.add_argument("--auto-resume", action="store_true",
+                           help="resume from the newest checkpoint of the work dir (= --resume)")
+    published.add_argument("--no-validate", action="store_true", help="no validation during training")
+    published.add_argument("--seed", type=int, help="random seed")
+    published.add_argument("--diff-seed", action="store_true", help="a different seed on each rank")
+    published.add_argument("--deterministic", action="store_true", help="deterministic cuDNN algorithms")
+    published.add_argument("--gpu-id", type=int, help="the GPU of a non-distributed run")
+    published.add_argument("--gpu-ids", type=int, nargs="+", help="published form of --gpu-id (the first)")
+    published.add_argument("--options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                           help="published alias of --cfg-options")
     return parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
 
 
 def build_cfg(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config, args.cfg_options)
+    resume_sources = [flag for flag, given in (("--resume", args.resume is not None),
+                                               ("--resume-from", args.resume_from is not None),
+                                               ("--auto-resume", args.auto_resume)) if given]
+    if len(resume_sources) > 1:
+        raise fail(f"give one of {', '.join(resume_sources)}")
+    if args.resume_from is not None:
+        args.resume = args.resume_from
+    elif args.auto_resume:
+        args.resume = "auto"
+    cfg = load_config(args.config, one_of(args.cfg_options, args.options, "--cfg-options", "--options"))
     cfg.launcher = args.launcher
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
     if args.amp:
@@ -59,12 +95,16 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, check_checkpoint(args.resume)
+    if args.no_validate:
+        disable_validation(cfg)
+    apply_randomness(cfg, seed=args.seed, diff_seed=args.diff_seed, deterministic=args.deterministic)
     return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_local_rank(args.local_rank)
+    select_gpu(args.gpu_id, args.gpu_ids)
     cfg = build_cfg(args)
     for note in adapt_to_cpu(cfg, args.launcher):  # gloo / bf16 autocast where there is no GPU
         print(note, flush=True)

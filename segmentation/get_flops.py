@@ -1,6 +1,6 @@
 """FLOPs and parameters of a segmentor at a given input size.
 
-    python segmentation/get_flops.py CONFIG [--shape H W]
+    python segmentation/get_flops.py CONFIG [--shape H [W]]   (one value: a square input)
 
 mmengine's counter sees every layer except the DCNv3 sampling core (a custom operator);
 ``dense_common.flops.dcnv3_core_flops`` adds that term. Auxiliary heads (training only)
@@ -19,17 +19,20 @@ from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmseg_custom.complexity import SegmentorLogits, build_segmentor
 
-from dense_common.cli import load_config
+from dense_common.cli import load_config, parse_shape
 from dense_common.flops import dcnv3_core_flops, model_complexity, uncounted_summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="FLOPs/params of a segmentor (DCNv3 core included)")
     parser.add_argument("config", help="config file")
-    parser.add_argument("--shape", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
-                        help="input height and width (default 512 512)")
+    parser.add_argument("--shape", type=int, nargs="+", default=[512, 512], metavar="H [W]",
+                        help="input height and width, one value for a square (default 512 512)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction)
     args = parser.parse_args(argv)
+    if len(args.shape) > 2:
+        parser.error(f"--shape takes one or two values (H [W]), got {len(args.shape)}")
+    args.shape = list(parse_shape(args.shape))
     if min(args.shape) < 32:
         parser.error(f"--shape must be at least 32 x 32 (the backbone's stride), got {args.shape}")
     return args

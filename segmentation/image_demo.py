@@ -1,7 +1,7 @@
 """Segment an image, or every image in a folder, and write colour overlays.
 
     python segmentation/image_demo.py IMG_OR_DIR CONFIG CKPT [--palette ade20k|cityscapes|cocostuff]
-        [--opacity 0.5] [--out demo_out] [--device cpu]
+        [--opacity 0.5] [--out DIR] [--device cpu]
 
 Overlays are written as ``<out>/<image file name>``. Without ``--palette`` the class names
 and colours stored in the checkpoint (or the config's dataset) are used."""
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--palette", choices=list(PALETTES), help="class names/colours to draw with")
     parser.add_argument("--opacity", type=float, default=0.5, help="overlay opacity in (0, 1]")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: $INTERNIMAGE_OUTPUT/demo_out, outside the checkout)")
+                        help="output folder (default: $INTERNIMAGE_OUTPUT/demo, outside the checkout)")
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda:0")
     args = parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
     if not 0 < args.opacity <= 1:
@@ -56,7 +56,7 @@ def list_images(path: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
-    args.out = args.out or default_output("demo_out")
+    args.out = args.out or default_output("demo")
     images = list_images(args.img)
     cfg = load_config(args.config)
     checkpoint = check_checkpoint(args.checkpoint)
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     model = init_model(cfg, checkpoint, device=args.device)
     if args.palette:
         model.dataset_meta = palette_meta(args.palette)
+    if osp.isfile(args.out):
+        raise fail(f"--out names a folder (overlays go to OUT/<image name>); {args.out!r} is a file")
     os.makedirs(args.out, exist_ok=True)
     written = []
     for image in images:

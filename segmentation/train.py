@@ -6,7 +6,13 @@
 ``--resume`` without a value continues from the newest checkpoint in the work dir;
 with a value, from that checkpoint (weights, optimizer, schedulers, iteration). Without CUDA,
 ``--launcher pytorch`` (dist_train.sh) trains data-parallel over gloo and ``--amp`` is
-bfloat16 autocast (dense_common/cpu_training.py)."""
+bfloat16 autocast (dense_common/cpu_training.py).
+
+Published (mmseg 0.x) flags, mapped onto mmengine: ``--load-from CKPT`` starts from those
+weights (``load_from``), ``--resume-from CKPT`` is ``--resume CKPT``, ``--auto-resume`` is
+``--resume``, ``--no-validate`` drops the validation loop, ``--seed`` / ``--diff-seed`` /
+``--deterministic`` set ``randomness``, ``--gpu-id(s)`` makes one GPU visible,
+``--options`` is ``--cfg-options``."""
 
 from __future__ import annotations
 
@@ -22,7 +28,17 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from classification.models.checkpoint import parse_args_with_trust
-from dense_common.cli import check_checkpoint, default_work_dir, load_config, set_local_rank
+from dense_common.cli import (
+    apply_randomness,
+    check_checkpoint,
+    default_work_dir,
+    disable_validation,
+    fail,
+    load_config,
+    one_of,
+    select_gpu,
+    set_local_rank,
+)
 from dense_common.cpu_training import adapt_to_cpu
 
 
@@ -37,14 +53,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config entries, e.g. train_cfg.max_iters=1000")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)  # set by older launchers
+    published = parser.add_argument_group("published (mmseg 0.x) flags")
+    published.add_argument("--load-from", metavar="CKPT", help="start from these weights (a fresh run)")
+    published.add_argument("--resume-from", metavar="CKPT", help="resume from CKPT (= --resume CKPT)")
+    published.add_argument("--auto-resume", action="store_true",
+                           help="resume from the newest checkpoint of the work dir (= --resume)")
+    published.add_argument("--no-validate", action="store_true", help="no validation during training")
+    published.add_argument("--seed", type=int, help="random seed")
+    published.add_argument("--diff-seed", action="store_true", help="a different seed on each rank")
+    published.add_argument("--deterministic", action="store_true", help="deterministic cuDNN algorithms")
+    published.add_argument("--gpu-id", type=int, help="the GPU of a non-distributed run")
+    published.add_argument("--gpu-ids", type=int, nargs="+", help="published form of --gpu-id (the first)")
+    published.add_argument("--options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                           help="published alias of --cfg-options")
     args = parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
     set_local_rank(args.local_rank)
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
+def build_cfg(args: argparse.Namespace):
+    resume_sources = [flag for flag, given in (("--resume", args.resume is not None),
+                                               ("--resume-from", args.resume_from is not None),
+                                               ("--auto-resume", args.auto_resume)) if given]
+    if len(resume_sources) > 1:
+        raise fail(f"give one of {', '.join(resume_sources)}")
+    if args.load_from is not None and resume_sources:
+        raise fail(f"give --load-from (a fresh run from weights) or {resume_sources[0]}, not both")
+    if args.resume_from is not None:
+        args.resume = args.resume_from
+    elif args.auto_resume:
+        args.resume = "auto"
+    cfg = load_config(args.config, one_of(args.cfg_options, args.options, "--cfg-options", "--options"))
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
     cfg.launcher = args.launcher
     if args.amp:
@@ -59,9 +98,21 @@ def main(argv: list[str] | None = None) -> None:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = check_checkpoint(args.resume)
+    if args.load_from is not None:
+        cfg.resume = False
+        cfg.load_from = check_checkpoint(args.load_from)
+    if args.no_validate:
+        disable_validation(cfg)
+    apply_randomness(cfg, seed=args.seed, diff_seed=args.diff_seed, deterministic=args.deterministic)
     for note in adapt_to_cpu(cfg, args.launcher):  # gloo / bf16 autocast where there is no GPU
         print(note, flush=True)
-    Runner.from_cfg(cfg).train()
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    select_gpu(args.gpu_id, args.gpu_ids)
+    Runner.from_cfg(build_cfg(args)).train()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DETECTION, script_env
+from conftest import DETECTION, REPO, script_env
 from tiny_det_data import CLASSES, write_tiny_coco
 
 from classification.models.checkpoint import read_checkpoint
@@ -134,15 +134,68 @@ def test_test_script_reports_coco_box_and_mask_metrics(trained, tmp_path):
 
 
 def test_image_demo_writes_an_annotated_image(trained, tmp_path):
+    """``--out`` is a folder (the drawing is OUT/<image name>), ``--palette`` picks the colours."""
     from PIL import Image
 
     config, work_dir = trained
     image = config.parent / "images" / "chelsea.jpg"
-    out = tmp_path / "chelsea_pred.jpg"
-    _run(str(DETECTION / "image_demo.py"), str(image), str(config), str(work_dir / f"epoch_{EPOCHS}.pth"),
-         "--out", str(out), "--score-thr", "0.0")
-    with Image.open(out) as drawn, Image.open(image) as original:
-        assert drawn.size == original.size
-        # predictions at threshold 0 are drawn: the output is not the input image
-        diff = sum(abs(a - b) for a, b in zip(drawn.convert("L").getdata(), original.convert("L").getdata()))
-        assert diff > 0
+    checkpoint = str(work_dir / f"epoch_{EPOCHS}.pth")
+    outs = {}
+    for name, flags in (("voc", ["--palette", "voc", "--score-thr", "0.0"]),
+                        ("citys", ["--palette", "citys", "--score-thr", "0.0"]),
+                        # nothing drawn (no score exceeds 1): same decode/encode path, no boxes
+                        ("blank", ["--score-thr", "1.0"])):
+        _run(str(DETECTION / "image_demo.py"), str(image), str(config), checkpoint, "--out",
+             str(tmp_path / name), *flags)
+        outs[name] = tmp_path / name / "chelsea.jpg"
+    with Image.open(outs["voc"]) as drawn, Image.open(outs["blank"]) as undrawn, \
+            Image.open(outs["citys"]) as other_palette, Image.open(image) as original:
+        assert drawn.size == undrawn.size == original.size
+        # predictions at threshold 0 are drawn: boxes/masks change a visible share of the pixels
+        changed = [abs(a - b) > 30
+                   for a, b in zip(drawn.convert("L").getdata(), undrawn.convert("L").getdata())]
+        assert sum(changed) > 0.01 * len(changed), f"{sum(changed)} of {len(changed)} pixels changed"
+        recoloured = [a != b for a, b in zip(drawn.getdata(), other_palette.getdata())]
+        assert sum(recoloured) > 0.01 * len(recoloured)  # same boxes, other colours
+
+
+def test_format_only_writes_the_coco_result_files(trained, tmp_path):
+    config, work_dir = trained
+    prefix = tmp_path / "submission" / "results"
+    proc = _run(str(DETECTION / "test.py"), str(config), str(work_dir / f"epoch_{EPOCHS}.pth"),
+                "--work-dir", str(tmp_path / "eval"), "--format-only", "--eval-options",
+                f"jsonfile_prefix={prefix}")
+    assert "coco/bbox_mAP" not in proc.stdout + proc.stderr  # nothing evaluated
+    for kind in ("bbox", "segm"):
+        results = json.loads(Path(f"{prefix}.{kind}.json").read_text())
+        assert {r["image_id"] for r in results} == {1, 2, 3}
+        assert all(("segmentation" in r) == (kind == "segm") for r in results)
+
+
+def _published_commands(readme: Path) -> list[list[str]]:
+    """The ``# tested`` lines of the README's published-commands block, split into words."""
+    import shlex
+
+    text = readme.read_text()
+    block = text.split("<!-- published-commands -->")[1].split("<!-- /published-commands -->")[0]
+    return [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.endswith("# tested")]
+
+
+def test_readme_commands_run_as_written(trained, tmp_path):
+    """The published README's evaluation command, as detection/README.md prints it, with the
+    tiny config and checkpoint in place of the COCO ones: every flag as written."""
+    config, work_dir = trained
+    commands = _published_commands(REPO / "detection" / "README.md")
+    assert commands and all(c[0] == "python" for c in commands)
+    substitutions = {"detection/configs/coco/mask_rcnn_internimage_t_fpn_1x_coco.py": str(config),
+                     "pretrained/mask_rcnn_internimage_t_fpn_1x_coco.pth":
+                         str(work_dir / f"epoch_{EPOCHS}.pth")}
+    env = dict(script_env(), INTERNIMAGE_OUTPUT=str(tmp_path / "output"))  # the default work dir
+    for words in commands:
+        args = [substitutions.get(w, w) for w in words[1:]]
+        assert args[0] == "detection/test.py" and args[-3:] == ["--eval", "bbox", "segm"]
+        proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        text = proc.stdout + proc.stderr
+        assert "coco/bbox_mAP" in text and "coco/segm_mAP" in text

@@ -93,6 +93,14 @@ def test_image_demo_file_and_folder(trained: dict, tiny_dataset: Path, tmp_path:
     overlay = np.asarray(Image.open(tmp_path / "one" / "chelsea.png").convert("RGB"))
     source = np.asarray(Image.open(tiny_dataset / "img" / "chelsea.png").convert("RGB"))
     assert overlay.shape == source.shape and np.abs(overlay.astype(int) - source).mean() > 5
+    # what was drawn is the segmentation: most pixels are the 0.7 blend of the photo with one
+    # palette colour (class-name labels cover the rest)
+    from mmseg_custom import palette_meta
+
+    colours = np.asarray(palette_meta("cityscapes")["palette"], dtype=float)
+    blends = 0.3 * source[None].astype(float) + 0.7 * colours[:, None, None, :]  # (K, H, W, 3)
+    error = np.abs(blends - overlay[None]).max(-1).min(0)
+    assert (error <= 2).mean() > 0.8, f"{(error <= 2).mean():.2%} of the pixels are palette blends"
     folder = run_script("image_demo.py", tiny_dataset / "img", trained["config"], ckpt,
                         "--out", tmp_path / "all")
     assert folder.returncode == 0, folder.stderr[-3000:]
@@ -134,3 +142,59 @@ def test_bad_input_is_reported(script: str, args: list[str], message: str, capsy
     code = exit_info.value.code
     assert code not in (0, None)
     assert message in capsys.readouterr().err + (code if isinstance(code, str) else "")
+
+
+def test_format_only_writes_label_maps_without_evaluating(trained: dict, tmp_path: Path) -> None:
+    out = tmp_path / "submission"
+    result = run_script("test.py", trained["config"], trained["work_dir"] / f"iter_{TOTAL_ITERS}.pth",
+                        "--work-dir", tmp_path / "eval", "--format-only", "--eval-options",
+                        f"imgfile_prefix={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mIoU" not in result.stdout
+    written = sorted(p.name for p in out.rglob("*.png"))
+    assert written == sorted(f"{name}.png" for name in PHOTOS)
+    assert set(np.unique(np.asarray(Image.open(next(out.rglob("chelsea.png")))))) <= {0, 1, 2}
+
+
+def _published_commands() -> list[list[str]]:
+    """The ``# tested`` lines of segmentation/README.md's published-commands block."""
+    import shlex
+
+    text = (SEG / "README.md").read_text()
+    block = text.split("<!-- published-commands -->")[1].split("<!-- /published-commands -->")[0]
+    return [shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.endswith("# tested")]
+
+
+def test_readme_commands_run_as_written(trained: dict, tiny_dataset: Path, tmp_path: Path) -> None:
+    """The published README's evaluation and demo commands as segmentation/README.md prints
+    them, with the tiny config, checkpoint and image in place of the ADE20K ones."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt = str(trained["work_dir"] / f"iter_{TOTAL_ITERS}.pth")
+    substitutions = {
+        "segmentation/configs/ade20k/upernet_internimage_t_512_160k_ade20k.py": str(trained["config"]),
+        "checkpoint_dir/seg/upernet_internimage_t_512_160k_ade20k.pth": ckpt,
+        "data/ade/ADEChallengeData2016/images/validation/ADE_val_00000591.jpg":
+            str(tiny_dataset / "img" / "chelsea.png"),
+    }
+    commands = _published_commands()
+    assert len(commands) == 2
+    for words in commands:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(SEG), os.environ.get("PYTHONPATH"))
+                                                          if p),
+                   INTERNIMAGE_OUTPUT=str(tmp_path / "output"), OMP_NUM_THREADS="2")
+        while "=" in words[0]:  # VAR=value prefixes, as the shell reads them
+            name, _, value = words.pop(0).partition("=")
+            env[name] = value
+        assert words[0] == "python"
+        args = [substitutions.get(w, w) for w in words[1:]]
+        proc = subprocess.run([sys.executable, *args], cwd=SEG.parent, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        if args[0].endswith("test.py"):
+            assert args[-2:] == ["--eval", "mIoU"] and "mIoU" in proc.stdout
+        else:
+            assert args[-2:] == ["--palette", "ade20k"]
+            assert (tmp_path / "output" / "demo" / "chelsea.png").is_file()
