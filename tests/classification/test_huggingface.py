@@ -320,15 +320,27 @@ def test_convert_script_rejects_a_mismatched_checkpoint(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+def test_the_folder_appears_only_when_complete(tmp_path, monkeypatch):
+    """Written elsewhere and renamed: while the weights are being written ``out`` does not
+    exist (or is still the old folder), and a failed write leaves nothing behind."""
     import safetensors.torch
 
-    def broken(*args, **kwargs):
+    out = tmp_path / "repo"
+    seen = []
+
+    def broken(tensors, path, metadata=None):
+        seen.append((out.exists(), sorted(p.name for p in out.iterdir()) if out.exists() else None))
         raise OSError("disk full")
 
     monkeypatch.setattr(safetensors.torch, "save_file", broken)
     model = InternImage(**TINY_S, num_classes=NUM_CLASSES)
+    config = converter.hub_config(TINY_S, NUM_CLASSES)
     with pytest.raises(OSError, match="disk full"):
-        converter.write_hub_folder(tmp_path / "repo", model.state_dict(),
-                                   converter.hub_config(TINY_S, NUM_CLASSES), SIZE, log=lambda *_: None)
-    assert list(tmp_path.iterdir()) == []
+        converter.write_hub_folder(out, model.state_dict(), config, SIZE, log=lambda *_: None)
+    assert seen == [(False, None)] and list(tmp_path.iterdir()) == []
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # an old folder stays as it was when --overwrite fails
+    with pytest.raises(OSError, match="disk full"):
+        converter.write_hub_folder(out, model.state_dict(), config, SIZE, overwrite=True, log=lambda *_: None)
+    assert seen[1] == (True, ["config.json"]) and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+    assert (out / "config.json").read_text() == "{}"
