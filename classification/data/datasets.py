@@ -178,7 +178,9 @@ def read_inat_meta(path: str, locations_path: str | None = None):
     ``encode_spatial``). Fields come from the ``images`` entries (``latitude``/``longitude``/
     ``date``; ``lat``/``lon`` also accepted), or from a separate locations file (a list of
     {id, lat, lon, date}, as released for iNat 2018) when ``locations_path`` is given; an
-    entry there fills what the images entry lacks. Missing values give zero rows."""
+    entry there fills what the images entry lacks. Missing values give zero rows; None when
+    no image has a date or location at all (items stay (image, target), which the meta-former
+    reads as zero encodings too)."""
     import torch
 
     from ..models.intern_image_meta_former import encode_spatial, encode_temporal
@@ -196,6 +198,8 @@ def read_inat_meta(path: str, locations_path: str | None = None):
             for name, value in by_id.get(str(image_id), {}).items():
                 if current[name] is None:
                     current[name] = value
+    if not any(v is not None for entry in fields.values() for v in entry.values()):
+        return None
     order = sorted(fields)
     temporal = [encode_temporal(fields[i]["date"]) for i in order]
     spatial = [encode_spatial(fields[i]["lat"], fields[i]["lon"]) for i in order]
