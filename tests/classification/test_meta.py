@@ -225,7 +225,7 @@ def test_inat_json_meta_rows_follow_the_samples(inat_meta_data, tmp_path):
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}],
                                  "annotations": [{"image_id": 1, "category_id": 0}]}))
-    assert [p.abs().sum().item() for p in read_inat_meta(str(plain))] == [0.0, 0.0]
+    assert read_inat_meta(str(plain)) is None  # no metadata at all: plain (image, target) items
     locations = [{"id": 1, "lat": 10.0, "lon": 20.0, "date": "2017-01-02"}]
     (tmp_path / "loc.json").write_text(json.dumps(locations))
     t, s = read_inat_meta(str(plain), str(tmp_path / "loc.json"))
