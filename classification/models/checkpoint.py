@@ -265,6 +265,16 @@ _ALLOWED_GLOBALS: dict[str, Callable[[], Any]] = {
     "mmengine.logging.history_buffer.HistoryBuffer":
         lambda: _import("mmengine.logging.history_buffer", "HistoryBuffer"),
     "builtins.getattr": lambda: _history_buffer_method,
+    # DeepSpeed's ZeRO optimizer states (its own files, read back on resume): the loss scaler
+    # object, the stage enum and the fragment bookkeeping dataclass, plain data all of them
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler":
+        lambda: _import("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler":
+        lambda: _import("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+    "deepspeed.runtime.zero.config.ZeroStageEnum":
+        lambda: _import("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+    "deepspeed.utils.tensor_fragment.fragment_address":
+        lambda: _import("deepspeed.utils.tensor_fragment", "fragment_address"),
 }
 
 
