@@ -32,7 +32,7 @@ from classification.models import (
     load_pretrained_meta,
 )
 from classification.models.intern_image_meta_former import meta_parameter_names
-from classification.utils import epoch_history
+from classification.utils import epoch_history, load_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
@@ -288,13 +288,13 @@ def test_trainer_trains_and_evaluates_the_meta_former(inat_meta_data, tmp_path, 
     history = epoch_history(os.path.join(result["output"], "metrics.jsonl"))
     assert [r["epoch"] for r in history] == [0, 1] and all(r["ema_acc1"] is not None for r in history)
     best = os.path.join(result["output"], "ckpt_epoch_best.pth")
-    state = torch.load(best, map_location="cpu", weights_only=False)["model"]
+    state = load_checkpoint_file(best)["model"]  # our own file: no opt-in needed
     assert "meta_head_1.3.w1.weight" in state and "meta_head.weight" in state
 
     calls.clear()
     evaluated = trainer.main(["--data-path", inat_meta_data, "--output", out, "--tag", "eval", "--eval",
                               "--resume", best, "--opts", *TRAIN_OPTS])
-    max_accuracy = torch.load(best, map_location="cpu", weights_only=False)["max_accuracy"]
+    max_accuracy = load_checkpoint_file(best)["max_accuracy"]
     assert evaluated["acc1"] == pytest.approx(max_accuracy)
     assert calls and all(calls)
     calls.clear()
