@@ -45,6 +45,7 @@ from classification.lr_scheduler import build_scheduler  # noqa: E402
 from classification.models import build_model, is_meta_model  # noqa: E402
 from classification.models.checkpoint import add_trust_argument, apply_trust_argument  # noqa: E402
 from classification.optimizer import build_optimizer, freeze_backbone  # noqa: E402
+from classification.option_checks import unsupported_option_problems  # noqa: E402
 from classification.utils import (  # noqa: E402
     BEST_NAME,
     EMA_BEST_NAME,
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-mode",
         type=str,
         choices=["no", "full", "part"],
-        help="zip caching mode (accepted for compatibility)",
+        help="zip mode: preload every image into memory (full), each rank's share (part) or none (no)",
     )
     p.add_argument("--pretrained", type=str, help="initial weights (fine-tuning)")
     p.add_argument("--resume", type=str, help="training checkpoint to resume from")
@@ -147,6 +148,7 @@ def check_config(config: CfgNode) -> None:
         problems.append("EVAL_22K_TO_1K evaluates a 21841-class model on ImageNet-1K: use it with --eval")
     if config.TRAIN.CLIP_GRAD is not None and config.TRAIN.CLIP_GRAD < 0:
         problems.append(f"TRAIN.CLIP_GRAD must be >= 0 or None, got {config.TRAIN.CLIP_GRAD}")
+    problems += unsupported_option_problems(config)
     if problems:
         raise ValueError("invalid config:\n  " + "\n  ".join(problems))
 

@@ -91,7 +91,8 @@ def build_ds_parser() -> argparse.ArgumentParser:
     p.add_argument("--zero-stage", type=int, choices=[1, 2], default=1, help="ZeRO stage")
     p.add_argument("--offload-optimizer", choices=["cpu", "none"], default="none", help="optimizer state")
     p.add_argument(
-        "--offload-param", choices=["cpu", "none"], default="none", help="parameters (ZeRO-3 only; ignored)"
+        "--offload-param", choices=["cpu", "none"], default="none",
+        help="parameter offload: needs ZeRO-3, which this trainer does not run (cpu is refused)"
     )
     p.add_argument(
         "--disable-grad-scalar", action="store_true", help="fp16 without loss scaling (static scale 1)"
@@ -342,7 +343,11 @@ def train_one_epoch_ds(
 def main(argv: list[str] | None = None) -> dict:
     """Training, --eval, --throughput or --consolidate as the command line says; returns
     the final metrics like main.main."""
-    args = build_ds_parser().parse_args(argv)
+    parser = build_ds_parser()
+    args = parser.parse_args(argv)
+    if args.offload_param != "none":
+        parser.error(f"--offload-param {args.offload_param}: parameter offload needs ZeRO-3, and this "
+                     "trainer runs ZeRO stages 1 and 2 (--offload-optimizer cpu offloads the optimizer)")
     apply_trust_argument(args.trust_checkpoint)
     if args.consolidate:
         if not args.out:
@@ -373,8 +378,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"output folder {config.OUTPUT}; world size {world_size}; device {device}; "
             f"ZeRO-{args.zero_stage}, optimizer offload {args.offload_optimizer}"
         )
-        if args.offload_param != "none":
-            logger.warning("--offload-param applies to ZeRO-3 only; ignored for stages 1 and 2")
         if config.EVAL_MODE or config.THROUGHPUT_MODE:
             return _evaluate_only(config, device, logger)
         return _train(config, args, device, rank, world_size, logger)

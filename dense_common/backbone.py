@@ -68,12 +68,19 @@ class InternImageBackbone(InternImage):
     def init_weights(self) -> None:
         """Called by mmengine's runner: loads ``init_cfg['checkpoint']`` (a classification
         ``{'model': ...}`` or a dense ``{'state_dict': ...}`` checkpoint with ``backbone.``
-        keys, a path or URL). Without a checkpoint the construction-time init stands."""
+        keys, a path or URL). Without a checkpoint the construction-time init stands. Tensors
+        missing, unexpected or of another shape (beyond the layer-scale gammas and classifier
+        tensors a classification checkpoint differs by) are an error unless ``init_cfg`` has
+        ``strict=False``, which loads what fits and reports the rest."""
         if not self.init_cfg or not self.init_cfg.get("checkpoint"):
             return
         checkpoint = self.init_cfg["checkpoint"]
         report = load_pretrained(self, checkpoint, strict=False, logger=_UNREPORTED)  # reported once, below
-        _print_log(summarise_load(checkpoint, report))
+        summary = summarise_load(checkpoint, report)
+        if unexpected_load_differences(report) and self.init_cfg.get("strict", True):
+            raise RuntimeError(f"{summary}\nthe checkpoint does not fit this backbone; set init_cfg="
+                               "dict(type='Pretrained', checkpoint=..., strict=False) to load it anyway")
+        _print_log(summary)
         self._freeze_stages()
 
     def _freeze_stages(self) -> None:
@@ -98,6 +105,14 @@ class InternImageBackbone(InternImage):
 # load_pretrained's own log would repeat the report: this logger drops it (summarise_load reports).
 _UNREPORTED = logging.Logger("dense_common.backbone.unreported", logging.CRITICAL)
 _LAYER_SCALE = re.compile(r"\.gamma[12]$")
+
+
+def unexpected_load_differences(report: LoadReport) -> list[str]:
+    """Missing, unexpected and shape-mismatched tensors beyond the expected ones (layer-scale
+    gammas the dense configs add, classifier-only tensors)."""
+    return ([k for k in report.missing if not _LAYER_SCALE.search(k)]
+            + [k for k in report.unexpected if k.split(".")[0] not in _HEAD_MODULES]
+            + [k for k, _, _ in report.mismatched])
 
 
 def summarise_load(checkpoint: str, report: LoadReport) -> str:

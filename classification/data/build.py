@@ -198,6 +198,16 @@ def build_mixup(config: CfgNode) -> Mixup | None:
     )
 
 
+def _preload_zip(dataset: ImageListDataset, config: CfgNode, rank: int, world_size: int) -> None:
+    """DATA.CACHE_MODE in zip mode, as published: 'full' keeps every image of the archive in
+    memory, 'part' this rank's share (images rank, rank + world_size, ...); 'no' reads on
+    demand. (Unlike the published 'part', each rank still samples the whole split.)"""
+    if dataset.zip_reader is None or config.DATA.CACHE_MODE == "no":
+        return
+    step, first = (1, 0) if config.DATA.CACHE_MODE == "full" else (world_size, rank)
+    dataset.zip_reader.preload([path for path, _ in dataset.samples[first::step]])
+
+
 def build_loader(config: CfgNode, train: bool = True, rank: int | None = None, world_size: int | None = None):
     """(dataset_train, dataset_val, loader_train, loader_val, mixup_fn). With ``train=False``
     (eval / throughput) the train entries are None. Rank and world size default to the
@@ -216,6 +226,7 @@ def build_loader(config: CfgNode, train: bool = True, rank: int | None = None, w
         pin_memory=bool(config.DATA.PIN_MEMORY and torch.cuda.is_available()),
     )
     dataset_val = build_dataset(False, config)
+    _preload_zip(dataset_val, config, rank, world_size)
     loader_val = DataLoader(
         dataset_val,
         batch_size=batch_size,
@@ -227,6 +238,7 @@ def build_loader(config: CfgNode, train: bool = True, rank: int | None = None, w
     if not train:
         return None, dataset_val, None, loader_val, None
     dataset_train = build_dataset(True, config)
+    _preload_zip(dataset_train, config, rank, world_size)
     # DistributedSampler also in a single process: its shuffle depends only on (SEED, epoch),
     # so a resumed run sees the same order it would have seen.
     sampler = DistributedSampler(

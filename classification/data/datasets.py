@@ -25,6 +25,7 @@ class ZipReader:
         self.path = path
         self._handle: zipfile.ZipFile | None = None
         self._pid: int | None = None
+        self._cache: dict[str, bytes] = {}  # DATA.CACHE_MODE full/part: members preloaded
 
     def _zip(self) -> zipfile.ZipFile:
         if self._handle is None or self._pid != os.getpid():
@@ -37,10 +38,18 @@ class ZipReader:
             return [n for n in z.namelist() if not n.endswith("/")]
 
     def read(self, name: str) -> bytes:
-        return self._zip().read(name)
+        cached = self._cache.get(name)
+        return cached if cached is not None else self._zip().read(name)
+
+    def preload(self, names: Sequence[str]) -> int:
+        """Keeps these members' bytes in memory (DATA.CACHE_MODE); returns the bytes held."""
+        for name in names:
+            if name not in self._cache:
+                self._cache[name] = self._zip().read(name)
+        return sum(len(b) for b in self._cache.values())
 
     def __getstate__(self) -> dict:  # pickled into spawned workers without the open handle
-        return {"path": self.path, "_handle": None, "_pid": None}
+        return {"path": self.path, "_handle": None, "_pid": None, "_cache": self._cache}
 
 
 class ImageListDataset(Dataset):

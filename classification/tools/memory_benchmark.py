@@ -12,7 +12,9 @@ peak when a GPU is present). Settings:
 - ``zero2``          DeepSpeed ZeRO-2 (main_deepspeed's engine setup)
 - ``zero2_offload``  ZeRO-2 with the optimizer state offloaded to CPU
 
-On a CPU-only machine "offload" moves nothing off the device, so expect no saving there."""
+On a CPU-only machine "offload" moves nothing off the device, so expect no saving there.
+A setting that fails is reported with its error and makes the script exit with status 1
+(after the table of the others)."""
 
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.worker:  # child: one setting, one JSON line
         print("RESULT " + json.dumps(run_setting(args.worker, args.cfg, args.batch_size)), flush=True)
         return []
-    rows = []
+    rows, failed = [], []
     for setting in args.settings:
         cmd = [
             sys.executable,
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             print(f"{setting}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
+            failed.append(setting)
             continue
         rows.append(json.loads(lines[-1][len("RESULT ") :]))
     cuda = any("cuda_peak_mib" in r for r in rows)
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{r['peak_rss_mib']:>10.0f}{r['step_s']:>8.1f}"
         )
         print(line + (f"{r.get('cuda_peak_mib', float('nan')):>11.0f}" if cuda else ""))
+    if failed:
+        raise SystemExit(f"memory_benchmark: {len(failed)} setting(s) failed: {', '.join(failed)}")
     return rows
 
 

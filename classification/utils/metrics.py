@@ -6,7 +6,21 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from typing import Any
+
+_TENSORBOARD_WARNED = False
+
+
+def _warn_tensorboard_once(error: Exception) -> None:
+    """Says once per process why there are no TensorBoard scalars (metrics.jsonl has them all)."""
+    global _TENSORBOARD_WARNED
+    if _TENSORBOARD_WARNED:
+        return
+    _TENSORBOARD_WARNED = True
+    warnings.warn(f"TensorBoard logging is off ({type(error).__name__}: {error}); metrics.jsonl still "
+                  "records every value (pip install tensorboard for the scalars)", RuntimeWarning,
+                  stacklevel=3)
 
 
 class MetricsLogger:
@@ -22,8 +36,9 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(os.path.join(output, "tensorboard"))
-            except Exception:  # tensorboard missing or broken: JSONL alone is enough
+            except Exception as error:  # tensorboard missing or broken: JSONL alone is enough
                 self.writer = None
+                _warn_tensorboard_once(error)
 
     def log(self, kind: str, step: int, **values: Any) -> None:
         record = {"type": kind, "step": int(step), "time": time.time(), **values}

@@ -330,13 +330,30 @@ def test_killed_run_auto_resumes_from_its_last_checkpoint(tmp_path, folder_data)
     for _, path in tc.epoch_checkpoints(folder):  # whatever is there is complete
         load_checkpoint_file(path)
 
-    result = trainer.main(cmd[2:])  # the same command line again, in-process
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the killed process: the runs below compare bit-near
+    try:
+        result = trainer.main(cmd[2:])  # the same command line again, in-process
+        # the same run without interruption
+        straight = trainer.main([*cmd[2:cmd.index("--output") + 1], str(tmp_path / "straight"),
+                                 *cmd[cmd.index("--output") + 2:]])
+    finally:
+        torch.set_num_threads(threads)
     assert result["epochs_run"] == 8 - (max(saved) + 1)
     assert [r["epoch"] for r in epoch_history(os.path.join(folder, "metrics.jsonl"))] == list(range(8))
     assert not [n for n in os.listdir(folder) if n.startswith(".tmp")]
     assert [e for e, _ in tc.epoch_checkpoints(folder)] == [5, 6, 7]
     with open(os.path.join(folder, "log_rank0.txt")) as f:
         assert f"resumed from {os.path.join(folder, f'ckpt_epoch_{max(saved)}.pth')}" in f.read()
+
+    # the killed + resumed run ends where the same run without interruption ends (same
+    # seed, deterministic CPU run)
+    assert straight["epochs_run"] == 8
+    resumed_weights = load_checkpoint_file(os.path.join(folder, "ckpt_epoch_7.pth"))["model"]
+    straight_weights = load_checkpoint_file(os.path.join(straight["output"], "ckpt_epoch_7.pth"))["model"]
+    assert resumed_weights.keys() == straight_weights.keys()
+    for name, value in straight_weights.items():
+        torch.testing.assert_close(resumed_weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_resume_restores_optimizer_scheduler_and_ema(tmp_path, folder_data):
@@ -426,6 +443,14 @@ def test_dataset_layouts(tmp_path, layout):
     # val shares the train split's class indices, and each image matches its label
     if layout == "folder":
         assert ds_val.classes == ds_train.classes == sorted(CLASSES)
+    for dataset, n, seed in ((ds_train, 4, 0), (ds_val, 2, 1)):
+        crops = [(CLASSES[label], np.asarray(im)) for label, im in photo_crops(n, seed)]  # lossless PNGs
+        for index, (_, label) in enumerate(dataset.samples):
+            named = dataset.classes and dataset.classes[label] in CLASSES
+            name = dataset.classes[label] if named else CLASSES[label]
+            pixels = np.asarray(dataset.load_image(index))
+            matches = [crop_name for crop_name, crop in crops if np.array_equal(pixels, crop)]
+            assert matches == [name], f"{layout} {dataset.samples[index]}: image of {matches}, label {name}"
 
 
 def test_val_sampler_shards_without_padding(tmp_path):
