@@ -53,7 +53,7 @@ from classification.main import (  # noqa: E402
     seed_everything,
     validate,
 )
-from classification.main_deepspeed import _evaluate_only, build_client_optimizer  # noqa: E402
+from classification.main_deepspeed import CastInputs, _evaluate_only, build_client_optimizer  # noqa: E402
 from classification.models import build_model  # noqa: E402
 from classification.models.checkpoint import apply_trust_argument, routed_torch_load  # noqa: E402
 from classification.utils import MetricsLogger, close_logger, create_logger, plot_curves  # noqa: E402
@@ -140,6 +140,43 @@ def _prune(folder: str, keep: int) -> None:
         shutil.rmtree(os.path.join(root, f"epoch{epoch}"), ignore_errors=True)
 
 
+def launched_world_size() -> int:
+    """The process count the launcher announced (torchrun's WORLD_SIZE, mpirun's PMI/OMPI sizes)."""
+    keys = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    return max(int(os.environ.get(key, "1")) for key in keys)
+
+
+def refuse_single_process_launch() -> None:
+    """``accelerate launch --cpu --num_processes N`` starts one process (accelerate runs
+    several CPU processes only through mpirun) and says nothing: refuse instead of training
+    one process while the user believes N share the work. The launcher gives itself away by
+    setting MASTER_ADDR for N > 1 without any world size."""
+    if "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ and launched_world_size() == 1:
+        raise SystemExit(
+            "error: accelerate launch started a single process for --num_processes > 1 on CPU (accelerate "
+            "runs multi-process CPU jobs only through mpirun: --mpirun_hostfile). For data-parallel CPU "
+            "training use: torchrun --nproc_per_node N classification/main_accelerate.py ..."
+        )
+
+
+def _cpu_data_parallel() -> bool:
+    """Without CUDA the Accelerator runs on CPU, and under torchrun it must be told so to join
+    the process group (gloo) instead of training every process on its own; DeepSpeed
+    launches bring their own CPU accelerator."""
+    return not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true"
+
+
+def check_world_size(num_processes: int) -> None:
+    """Two launched processes are one data-parallel run, never two trainings racing into one
+    output folder."""
+    if (launched := launched_world_size()) != num_processes:
+        raise RuntimeError(
+            f"the launcher started {launched} processes but the Accelerator sees {num_processes}: each "
+            "would train alone and write the same output folder; launch with torchrun or accelerate "
+            "launch so that the processes form one group"
+        )
+
+
 def _mixed_precision(config: CfgNode) -> str | None:
     """The launcher's choice wins; a bare python run follows AMP_OPT_LEVEL / AMP_TYPE (bf16 on CPU)."""
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
@@ -172,12 +209,15 @@ def main(argv: list[str] | None = None) -> dict:
         from accelerate.utils import GradScalerKwargs
 
         kwargs["kwargs_handlers"] = [GradScalerKwargs(enabled=False)]
+    refuse_single_process_launch()
     acc = Accelerator(
         gradient_accumulation_steps=config.TRAIN.ACCUMULATION_STEPS,
         log_with=args.logger,
         project_dir=config.OUTPUT,
+        cpu=_cpu_data_parallel(),
         **kwargs,
     )
+    check_world_size(acc.num_processes)
     rank, world_size = acc.process_index, acc.num_processes
     seed_everything(config.SEED + rank)
     scale_learning_rates(config, world_size)
@@ -234,9 +274,18 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
         ds["train_batch_size"] = config.DATA.BATCH_SIZE * config.TRAIN.ACCUMULATION_STEPS * world_size
         ds["gradient_accumulation_steps"] = config.TRAIN.ACCUMULATION_STEPS
         ds["gradient_clipping"] = float(config.TRAIN.CLIP_GRAD or 0.0)
+        half = next((k for k in ("bf16", "fp16") if (ds.get(k) or {}).get("enabled") in (True, "auto")), None)
+        if half and device.type == "cpu":
+            # DeepSpeed casts the weights, not the buffers; CPU batch_norm wants its running
+            # statistics in the input's dtype (GPU kernels take float32 ones).
+            ds.setdefault("data_types", {}).setdefault("buffer_dtype", half)
         if args.disable_grad_scalar:
             disable_loss_scaling(ds)
     model, optimizer = acc.prepare(model, optimizer)
+    # DeepSpeed fp16/bf16 keeps the weights in that dtype and does not autocast: it is fed
+    # inputs of its dtype and gives float32 logits back (as in main_deepspeed.py).
+    weight_dtype = next(acc.unwrap_model(model).parameters()).dtype
+    eval_model = model if weight_dtype == torch.float32 else CastInputs(model, weight_dtype)
     state = TrainState()
     acc.register_for_checkpointing(state)
     if ema is not None:
@@ -255,8 +304,9 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
     start_epoch = max(state.epoch + 1, config.TRAIN.START_EPOCH)
 
     if args.logger:
+        # tensorboard: <output>/tensorboard, the folder classification/main.py writes too
         acc.init_trackers(
-            "internimage",
+            "tensorboard" if args.logger == "tensorboard" else "internimage",
             config={
                 "base_lr": config.TRAIN.BASE_LR,
                 "epochs": config.TRAIN.EPOCHS,
@@ -278,7 +328,8 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
                 samples, targets, meta = prepare_batch(batch, device, mixup_fn)
                 with acc.accumulate(model):
                     with acc.autocast():
-                        loss = criterion(forward_model(model, samples, meta), targets)
+                        logits = forward_model(model, samples.to(weight_dtype), meta).float()
+                        loss = criterion(logits, targets)
                     acc.backward(loss)
                     if acc.sync_gradients:
                         clip = config.TRAIN.CLIP_GRAD or float("inf")
@@ -298,7 +349,7 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
                         f"loss {loss.item():.4f}"
                     )
             train_loss = loss_sum / max(len(loader_train), 1)
-            val = validate(config, loader_val, model, device)
+            val = validate(config, loader_val, eval_model, device)
             state.epoch = epoch
             state.max_accuracy = max(state.max_accuracy, val["acc1"])
             record = {
@@ -338,7 +389,7 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
         if metrics is not None:
             metrics.close()
     if last["acc1"] is None:
-        val = validate(config, loader_val, model, device)
+        val = validate(config, loader_val, eval_model, device)
         last.update(acc1=val["acc1"], acc5=val["acc5"])
     if acc.is_main_process:
         plot_curves(os.path.join(config.OUTPUT, "metrics.jsonl"), os.path.join(config.OUTPUT, "curves.png"))
