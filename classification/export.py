@@ -96,6 +96,9 @@ def export_onnx(model: torch.nn.Module, path: str, form: str, batch: int, size: 
     axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
     with export_form(form), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript exporter": intended
+        # tracing the model's shape checks ("converting a tensor to a Python boolean"): the
+        # shapes are those of the export, the check below compares the file with PyTorch
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(model, (dummy,), path, dynamo=False, opset_version=opset,
                           input_names=["input"], output_names=["output"], dynamic_axes=axes,
                           custom_opsets={"mmdeploy": 1} if form == "plugin" else None)
