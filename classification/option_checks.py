@@ -20,12 +20,18 @@ def unsupported_option_problems(config: CfgNode) -> list[str]:
     if config.DATA.CACHE_MODE not in CACHE_MODES:
         problems.append(f"DATA.CACHE_MODE must be one of {CACHE_MODES}, got {config.DATA.CACHE_MODE!r}")
     if config.DATA.IMG_ON_MEMORY:
-        problems.append("DATA.IMG_ON_MEMORY=True (the published 22K loader's in-memory image list) is not "
-                        "implemented; for in-memory images use DATA.ZIP_MODE with DATA.CACHE_MODE 'full' or 'part'")
+        problems.append(
+            "DATA.IMG_ON_MEMORY=True (the published 22K loader's in-memory image list) is not "
+            "implemented; for in-memory images use DATA.ZIP_MODE with DATA.CACHE_MODE 'full' or 'part'"
+        )
     if config.AUG.RANDOM_RESIZED_CROP:
-        problems.append("AUG.RANDOM_RESIZED_CROP=True is not implemented: the training transform always "
-                        "starts with RandomResizedCrop (above 32 px) and evaluation follows TEST.CROP")
+        problems.append(
+            "AUG.RANDOM_RESIZED_CROP=True is not implemented: the training transform always "
+            "starts with RandomResizedCrop (above 32 px) and evaluation follows TEST.CROP"
+        )
     if config.TEST.SEQUENTIAL:
-        problems.append("TEST.SEQUENTIAL=True (every rank evaluating the whole val set) is not implemented: "
-                        "the sharded evaluation already scores every val image exactly once")
+        problems.append(
+            "TEST.SEQUENTIAL=True (every rank evaluating the whole val set) is not implemented: "
+            "the sharded evaluation already scores every val image exactly once"
+        )
     return problems

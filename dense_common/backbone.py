@@ -77,7 +77,7 @@ class InternImageBackbone(InternImage):
         checkpoint = self.init_cfg["checkpoint"]
         report = load_pretrained(self, checkpoint, strict=False, logger=_UNREPORTED)  # reported once, below
         summary = summarise_load(checkpoint, report)
-        if unexpected_load_differences(report) and self.init_cfg.get("strict", True):
+        if unexpected_load_differences(report, self) and self.init_cfg.get("strict", True):
             raise RuntimeError(f"{summary}\nthe checkpoint does not fit this backbone; set init_cfg="
                                "dict(type='Pretrained', checkpoint=..., strict=False) to load it anyway")
         _print_log(summary)
@@ -105,13 +105,16 @@ class InternImageBackbone(InternImage):
 # load_pretrained's own log would repeat the report: this logger drops it (summarise_load reports).
 _UNREPORTED = logging.Logger("dense_common.backbone.unreported", logging.CRITICAL)
 _LAYER_SCALE = re.compile(r"\.gamma[12]$")
+_CB_GAMMA = re.compile(r"gamma\d+")
 
 
-def unexpected_load_differences(report: LoadReport) -> list[str]:
-    """Missing, unexpected and shape-mismatched tensors beyond the expected ones (layer-scale
-    gammas the dense configs add, classifier-only tensors)."""
-    return ([k for k in report.missing if not _LAYER_SCALE.search(k)]
-            + [k for k in report.unexpected if k.split(".")[0] not in _HEAD_MODULES]
+def unexpected_load_differences(report: LoadReport, model: nn.Module | None = None) -> list[str]:
+    """Missing, unexpected and shape-mismatched tensors beyond the expected ones: layer-scale
+    gammas the dense configs add, classifier-only tensors, and for a CB-InternImage trunk
+    its zero-initialised fusion gammas (``gamma{i}``) and the stem it does without."""
+    absent = {name for name in ("patch_embed",) if model is not None and not hasattr(model, name)}
+    return ([k for k in report.missing if not (_LAYER_SCALE.search(k) or _CB_GAMMA.fullmatch(k))]
+            + [k for k in report.unexpected if k.split(".")[0] not in {*_HEAD_MODULES, *absent}]
             + [k for k, _, _ in report.mismatched])
 
 

@@ -43,13 +43,19 @@ DETECTION = "detection"
 SEGMENTATION = "segmentation"
 TREES = (DETECTION, SEGMENTATION)
 
-_SEGMENTATION_LAYER0 = tuple(f"decode_head.{name}" for name in
-                             ("mask_embed", "cls_embed", "level_embed", "query_embed", "query_feat")) + (
-    "backbone.cb_modules.0.patch_embed",)
+_SEGMENTATION_LAYER0 = tuple(
+    f"decode_head.{name}" for name in ("mask_embed", "cls_embed", "level_embed", "query_embed", "query_feat")
+) + ("backbone.cb_modules.0.patch_embed",)
 _OFFSET_KEYS = ("sampling_offsets", "reference_points")
 _NO_DECAY_KEYS = ("relative_position", "norm", "sampling_offsets")
-_PARAMWISE_KEYS = {"num_layers", "layer_decay_rate", "depths", "offset_lr_scale", "dino_head",
-                   "backbone_small_lr"}
+_PARAMWISE_KEYS = {
+    "num_layers",
+    "layer_decay_rate",
+    "depths",
+    "offset_lr_scale",
+    "dino_head",
+    "backbone_small_lr",
+}
 
 
 def layer_id(name: str, num_layers: int, depths: Sequence[int], tree: str = DETECTION) -> int:
@@ -65,7 +71,7 @@ def layer_id(name: str, num_layers: int, depths: Sequence[int], tree: str = DETE
         level = int(parts[2])
         if parts[3] not in ("downsample", "norm"):
             return int(parts[4]) + 1 + sum(depths[:level])
-        return 1 + sum(depths[:min(level, 2) + 1])
+        return 1 + sum(depths[: min(level, 2) + 1])
     return top
 
 
@@ -81,9 +87,17 @@ def no_weight_decay(name: str, ndim: int) -> bool:
     return ndim == 1 or name.endswith(".bias") or any(key in name for key in _NO_DECAY_KEYS)
 
 
-def lr_scale(name: str, *, num_layers: int, depths: Sequence[int], layer_decay_rate: float,
-             offset_lr_scale: float = 1.0, dino_head: bool = False, backbone_small_lr: bool = False,
-             tree: str = DETECTION) -> float:
+def lr_scale(
+    name: str,
+    *,
+    num_layers: int,
+    depths: Sequence[int],
+    layer_decay_rate: float,
+    offset_lr_scale: float = 1.0,
+    dino_head: bool = False,
+    backbone_small_lr: bool = False,
+    tree: str = DETECTION,
+) -> float:
     """The published lr multiplier of a parameter by its published name."""
     lid = layer_id(name, num_layers, depths, tree)
     scale = layer_decay_rate ** (num_layers + 1 - lid)
@@ -103,8 +117,10 @@ def model_tree(model: nn.Module) -> str:
         return DETECTION
     if packages & {"mmseg", "mmseg_custom"}:
         return SEGMENTATION
-    raise TypeError(f"CustomLayerDecayOptimizerConstructor needs an mmdet or mmseg model (the published "
-                    f"rule differs per tree), got {type(model).__module__}.{type(model).__name__}")
+    raise TypeError(
+        f"CustomLayerDecayOptimizerConstructor needs an mmdet or mmseg model (the published "
+        f"rule differs per tree), got {type(model).__module__}.{type(model).__name__}"
+    )
 
 
 class CustomLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
@@ -115,22 +131,31 @@ class CustomLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         cfg = dict(self.paramwise_cfg)
         unknown = set(cfg) - _PARAMWISE_KEYS
         if unknown:
-            raise KeyError(f"paramwise_cfg of CustomLayerDecayOptimizerConstructor: unknown keys {sorted(unknown)} "
-                           f"(known: {sorted(_PARAMWISE_KEYS)})")
+            raise KeyError(
+                f"paramwise_cfg of CustomLayerDecayOptimizerConstructor: unknown keys {sorted(unknown)} "
+                f"(known: {sorted(_PARAMWISE_KEYS)})"
+            )
         try:
             depths = [int(d) for d in cfg["depths"]]
             decay_rate = float(cfg["layer_decay_rate"])
         except KeyError as error:
-            raise KeyError(f"paramwise_cfg of CustomLayerDecayOptimizerConstructor needs {error.args[0]!r} "
-                           "(dict(num_layers=sum(depths), layer_decay_rate=r, depths=depths))") from None
+            raise KeyError(
+                f"paramwise_cfg of CustomLayerDecayOptimizerConstructor needs {error.args[0]!r} "
+                "(dict(num_layers=sum(depths), layer_decay_rate=r, depths=depths))"
+            ) from None
         num_layers = int(cfg.get("num_layers", sum(depths)))
         if num_layers != sum(depths):
             raise ValueError(f"paramwise_cfg num_layers={num_layers} must equal sum(depths)={sum(depths)}")
         tree = model_tree(module)
-        rule = dict(num_layers=num_layers, depths=depths, layer_decay_rate=decay_rate,
-                    offset_lr_scale=float(cfg.get("offset_lr_scale", 1.0)),
-                    dino_head=bool(cfg.get("dino_head", False)),
-                    backbone_small_lr=bool(cfg.get("backbone_small_lr", False)), tree=tree)
+        rule = dict(
+            num_layers=num_layers,
+            depths=depths,
+            layer_decay_rate=decay_rate,
+            offset_lr_scale=float(cfg.get("offset_lr_scale", 1.0)),
+            dino_head=bool(cfg.get("dino_head", False)),
+            backbone_small_lr=bool(cfg.get("backbone_small_lr", False)),
+            tree=tree,
+        )
         named = list(module.named_parameters())
         cb = any(name.startswith("backbone.cb_modules.") for name, _ in named)
         groups: dict[tuple[float, float], dict] = {}
@@ -140,14 +165,19 @@ class CustomLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             published = to_published(name, cb=cb)
             weight_decay = 0.0 if no_weight_decay(published, param.ndim) else self.base_wd
             scale = lr_scale(published, **rule)
-            group = groups.setdefault((scale, weight_decay), {
-                "params": [], "lr_scale": scale, "lr": scale * self.base_lr, "weight_decay": weight_decay})
+            group = groups.setdefault(
+                (scale, weight_decay),
+                {"params": [], "lr_scale": scale, "lr": scale * self.base_lr, "weight_decay": weight_decay},
+            )
             group["params"].append(param)
         rank, _ = get_dist_info()
         if rank == 0:
-            summary = ", ".join(f"lr x{scale:.4g} wd {wd:g} ({len(g['params'])})"
-                                for (scale, wd), g in sorted(groups.items()))
-            print_log(f"layer-wise lr decay {decay_rate} over {num_layers} layers ({tree} rule): {summary}",
-                      logger="current")
+            summary = ", ".join(
+                f"lr x{scale:.4g} wd {wd:g} ({len(g['params'])})" for (scale, wd), g in sorted(groups.items())
+            )
+            print_log(
+                f"layer-wise lr decay {decay_rate} over {num_layers} layers ({tree} rule): {summary}",
+                logger="current",
+            )
         # a stable order (by scale, then decay) keeps optimizer state loadable across runs
         params.extend(groups[key] for key in sorted(groups))

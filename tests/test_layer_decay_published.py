@@ -27,8 +27,18 @@ for tree_dir in (REPO / "detection", REPO / "segmentation"):  # custom_imports o
     if str(tree_dir) not in sys.path:
         sys.path.insert(0, str(tree_dir))
 CONSTRUCTOR = "CustomLayerDecayOptimizerConstructor"
-_STRUCTURE_FREE = ("num_classes", "data_preprocessor", "train_cfg", "test_cfg", "init_cfg", "pretrained",
-                   "loss_cls", "loss_mask", "loss_dice", "class_weight")
+_STRUCTURE_FREE = (
+    "num_classes",
+    "data_preprocessor",
+    "train_cfg",
+    "test_cfg",
+    "init_cfg",
+    "pretrained",
+    "loss_cls",
+    "loss_mask",
+    "loss_dice",
+    "class_weight",
+)
 
 
 # ------------------------------------------------------------------ the published rule, plainly
@@ -39,9 +49,13 @@ def published_layer_id(name: str, num_layers: int, depths: list[int], tree: str)
     if "level_embeds" in name:
         return 0
     if tree == "segmentation" and (
-            name.startswith("decode_head.mask_embed") or name.startswith("decode_head.cls_embed")
-            or name.startswith("decode_head.level_embed") or name.startswith("decode_head.query_embed")
-            or name.startswith("decode_head.query_feat") or name.startswith("backbone.cb_modules.0.patch_embed")):
+        name.startswith("decode_head.mask_embed")
+        or name.startswith("decode_head.cls_embed")
+        or name.startswith("decode_head.level_embed")
+        or name.startswith("decode_head.query_embed")
+        or name.startswith("decode_head.query_feat")
+        or name.startswith("backbone.cb_modules.0.patch_embed")
+    ):
         return 0
     if name.startswith("backbone.levels"):
         stage = int(name.split(".")[2])
@@ -68,8 +82,13 @@ def published_rule(name: str, ndim: int, paramwise: dict, base_wd: float, tree: 
     num_layers = paramwise["num_layers"] + 2
     rate = paramwise["layer_decay_rate"]
     offset_lr_scale = paramwise.get("offset_lr_scale", 1.0)
-    if (ndim == 1 or name.endswith(".bias") or "relative_position" in name or "norm" in name
-            or "sampling_offsets" in name):
+    if (
+        ndim == 1
+        or name.endswith(".bias")
+        or "relative_position" in name
+        or "norm" in name
+        or "sampling_offsets" in name
+    ):
         weight_decay = 0.0
     else:
         weight_decay = base_wd
@@ -97,7 +116,9 @@ def _configs() -> dict[str, list[tuple[str, Path]]]:
             optim = cfg.get("optim_wrapper", {})
             if optim.get("constructor") != CONSTRUCTOR:
                 continue
-            key = json.dumps([tree, _structure(cfg.model.to_dict()), optim.to_dict()], sort_keys=True, default=str)
+            key = json.dumps(
+                [tree, _structure(cfg.model.to_dict()), optim.to_dict()], sort_keys=True, default=str
+            )
             groups.setdefault(key, []).append((tree, path))
     return groups
 
@@ -134,8 +155,9 @@ def _build(tree: str, path: Path):
         model = MODELS.build(cfg.model)
     optim = cfg.optim_wrapper.to_dict()
     paramwise = optim.pop("paramwise_cfg")
-    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
-        type=optim.pop("constructor"), optim_wrapper_cfg=optim, paramwise_cfg=paramwise))
+    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(
+        dict(type=optim.pop("constructor"), optim_wrapper_cfg=optim, paramwise_cfg=paramwise)
+    )
     wrapper = constructor(model)
     return model, wrapper, paramwise, optim["optimizer"]
 
@@ -145,9 +167,13 @@ def test_every_layer_decay_config_is_covered():
     trees = {tree for group in GROUPS for tree, _ in group}
     assert trees == {"detection", "segmentation"}
     names = {p.stem for p in configs}
-    assert {"dino_4scale_internimage_h_objects365_coco_ss", "mask_rcnn_internimage_t_fpn_1x_coco",
-            "cascade_internimage_l_fpn_3x_coco", "upernet_internimage_h_896_160k_ade20k",
-            "mask2former_internimage_h_896_80k_cocostuff2ade20k_ss"} <= names
+    assert {
+        "dino_4scale_internimage_h_objects365_coco_ss",
+        "mask_rcnn_internimage_t_fpn_1x_coco",
+        "cascade_internimage_l_fpn_3x_coco",
+        "upernet_internimage_h_896_160k_ade20k",
+        "mask2former_internimage_h_896_80k_cocostuff2ade20k_ss",
+    } <= names
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=_id)
@@ -168,9 +194,13 @@ def test_lr_scale_and_weight_decay_follow_the_published_rule(group):
             published = to_published(name, cb=cb)
             scale, wd = published_rule(published, p.ndim, paramwise, base_wd, tree)
             if g["lr"] != pytest.approx(base_lr * scale, rel=1e-9) or g["weight_decay"] != wd:
-                mismatches.append(f"{name} ({published}): lr {g['lr']:.6g} wd {g['weight_decay']} "
-                                  f"!= published lr {base_lr * scale:.6g} wd {wd}")
-    assert not mismatches, f"{len(mismatches)} parameters off the published rule:\n" + "\n".join(mismatches[:20])
+                mismatches.append(
+                    f"{name} ({published}): lr {g['lr']:.6g} wd {g['weight_decay']} "
+                    f"!= published lr {base_lr * scale:.6g} wd {wd}"
+                )
+    assert not mismatches, f"{len(mismatches)} parameters off the published rule:\n" + "\n".join(
+        mismatches[:20]
+    )
     assert seen == {n for n, p in params.items() if p.requires_grad}
 
 
@@ -186,14 +216,20 @@ def _per_param(tree: str, config: str) -> tuple[dict, float]:
 
 def test_mask2former_h_queries_and_embeddings_train_at_the_patch_embed_rate():
     """rate 0.95, 50 blocks: layer 0 trains at 0.95 ** 51 ~ 0.073 x."""
-    per_param, lr = _per_param("segmentation", "ade20k/mask2former_internimage_h_896_80k_cocostuff2ade20k_ss.py")
-    for name in ("decode_head.query_embed.weight", "decode_head.query_feat.weight",
-                 "decode_head.level_embed.weight", "decode_head.cls_embed.weight",
-                 "backbone.patch_embed.conv1.weight"):
-        assert per_param[name]["lr"] == pytest.approx(lr * 0.95 ** 51), name
-    assert 0.95 ** 51 == pytest.approx(0.0731, abs=1e-4)
+    per_param, lr = _per_param(
+        "segmentation", "ade20k/mask2former_internimage_h_896_80k_cocostuff2ade20k_ss.py"
+    )
+    for name in (
+        "decode_head.query_embed.weight",
+        "decode_head.query_feat.weight",
+        "decode_head.level_embed.weight",
+        "decode_head.cls_embed.weight",
+        "backbone.patch_embed.conv1.weight",
+    ):
+        assert per_param[name]["lr"] == pytest.approx(lr * 0.95**51), name
+    assert 0.95**51 == pytest.approx(0.0731, abs=1e-4)
     mask_embed = [n for n in per_param if n.startswith("decode_head.mask_embed.")]
-    assert mask_embed and all(per_param[n]["lr"] == pytest.approx(lr * 0.95 ** 51) for n in mask_embed)
+    assert mask_embed and all(per_param[n]["lr"] == pytest.approx(lr * 0.95**51) for n in mask_embed)
     # H: level-2 post-norm j counts like block j of level 2; levels.3.norm is level 2's layer
     assert per_param["backbone.levels.2.post_norms.1.0.weight"]["lr"] == pytest.approx(lr * 0.95 ** (51 - 14))
     assert per_param["backbone.levels.3.norm.0.weight"]["lr"] == pytest.approx(lr * 0.95 ** (51 - 45))
@@ -207,7 +243,7 @@ def test_dino_h_deformable_attention_at_offset_lr_scale_and_level_embeds_at_laye
     offsets = [n for n in per_param if "sampling_offsets" in n]
     assert offsets and all(per_param[n]["lr"] == pytest.approx(lr * 1e-3) for n in offsets)
     assert all(per_param[n]["weight_decay"] == 0.0 for n in offsets)
-    assert per_param["level_embed"]["lr"] == pytest.approx(lr * 0.94 ** 51)  # published level_embeds
+    assert per_param["level_embed"]["lr"] == pytest.approx(lr * 0.94**51)  # published level_embeds
     assert per_param["level_embed"]["weight_decay"] > 0
     assert per_param["backbone.levels.3.norm.0.weight"]["lr"] == pytest.approx(lr * 0.94 ** (51 - 45))
     # published enc_output_norm: a norm, no weight decay (ours is memory_trans_norm)
@@ -227,10 +263,16 @@ def test_offset_lr_scale_per_tree_on_published_names():
     assert lr_scale("backbone.x.sampling_offsets.weight", **rule, tree="segmentation") == pytest.approx(0.01)
     assert lr_scale(head, **rule, dino_head=True, tree="detection") == pytest.approx(0.1)
     block = "backbone.levels.0.blocks.0.mlp.fc1.weight"
-    assert lr_scale(block, **rule, backbone_small_lr=True) == pytest.approx(0.9 ** 30 * 0.1)
-    for name, want in ((block, 1), ("backbone.levels.2.post_norms.3.0.weight", 12),
-                       ("backbone.levels.3.norm.0.weight", 27), ("backbone.levels.3.downsample.conv.weight", 27),
-                       ("backbone.levels.1.norm.0.weight", 9), ("neck.fpn.0.weight", 31)):
+    assert lr_scale(block, **rule, backbone_small_lr=True) == pytest.approx(0.9**30 * 0.1)
+    for name, want in (
+        (block, 1),
+        ("backbone.levels.2.post_norms.3.0.weight", 12),
+        ("backbone.levels.3.norm.0.weight", 27),
+        ("backbone.levels.3.downsample.conv.weight", 27),
+        ("backbone.levels.1.norm.0.weight", 9),
+        ("neck.fpn.0.weight", 31),
+    ):
         assert published_layer_id(name, 32, [4, 4, 18, 4], "detection") == want, name
         assert lr_scale(name, num_layers=30, depths=[4, 4, 18, 4], layer_decay_rate=0.9) == pytest.approx(
-            0.9 ** (31 - want)), name
+            0.9 ** (31 - want)
+        ), name

@@ -51,14 +51,27 @@ MODEL_CASES = GOLDEN["model"]
 
 def _op_id(case: dict) -> str:
     a = case["args"]
-    return (f"k{a['kernel_h']}x{a['kernel_w']}-s{a['stride_h']}-p{a['pad_h']}-d{a['dilation_h']}"
-            f"-os{a['offset_scale']}-rc{a['remove_center']}")
+    return (
+        f"k{a['kernel_h']}x{a['kernel_w']}-s{a['stride_h']}-p{a['pad_h']}-d{a['dilation_h']}"
+        f"-os{a['offset_scale']}-rc{a['remove_center']}"
+    )
 
 
 def _op_args(case: dict) -> tuple:
     a = case["args"]
-    return (a["kernel_h"], a["kernel_w"], a["stride_h"], a["stride_w"], a["pad_h"], a["pad_w"],
-            a["dilation_h"], a["dilation_w"], a["group"], a["group_channels"], float(a["offset_scale"]))
+    return (
+        a["kernel_h"],
+        a["kernel_w"],
+        a["stride_h"],
+        a["stride_w"],
+        a["pad_h"],
+        a["pad_w"],
+        a["dilation_h"],
+        a["dilation_w"],
+        a["group"],
+        a["group_channels"],
+        float(a["offset_scale"]),
+    )
 
 
 def _check_op(call, case: dict, dtype: torch.dtype, tol: dict) -> None:
@@ -86,8 +99,9 @@ def test_the_goldens_cover_the_operator_settings():
 @pytest.mark.parametrize("case", OP_CASES, ids=_op_id)
 def test_reference_matches_published(case):
     remove_center = bool(case["args"]["remove_center"])
-    _check_op(lambda x, o, m: dcnv3_core_pytorch(x, o, m, *_op_args(case), remove_center), case,
-              torch.float64, F64)
+    _check_op(
+        lambda x, o, m: dcnv3_core_pytorch(x, o, m, *_op_args(case), remove_center), case, torch.float64, F64
+    )
 
 
 @pytest.mark.skipif(not kernel_available("cpu"), reason="ops_dcnv3 extension not built")
@@ -98,8 +112,12 @@ def test_cpu_kernel_matches_published(case, cpu_isas, monkeypatch):
     for isa in cpu_isas:
         monkeypatch.setenv("DCNV3_CPU_ISA", isa)
         for step in (1, 64):
-            _check_op(lambda x, o, m, s=step: dcnv3(x, o, m, *_op_args(case), s, remove_center), case,
-                      torch.float64, F64)
+            _check_op(
+                lambda x, o, m, s=step: dcnv3(x, o, m, *_op_args(case), s, remove_center),
+                case,
+                torch.float64,
+                F64,
+            )
 
 
 @pytest.mark.skipif(not kernel_available("cpu"), reason="ops_dcnv3 extension not built")
@@ -108,12 +126,18 @@ def test_cpu_kernel_float32_matches_published(case, cpu_isas, monkeypatch):
     remove_center = bool(case["args"]["remove_center"])
     for isa in cpu_isas:
         monkeypatch.setenv("DCNV3_CPU_ISA", isa)
-        _check_op(lambda x, o, m: dcnv3(x, o, m, *_op_args(case), 64, remove_center), case,
-                  torch.float32, dict(atol=1e-4, rtol=1e-4))
+        _check_op(
+            lambda x, o, m: dcnv3(x, o, m, *_op_args(case), 64, remove_center),
+            case,
+            torch.float32,
+            dict(atol=1e-4, rtol=1e-4),
+        )
 
 
 @pytest.mark.parametrize("module_class", [DCNv3, DCNv3_pytorch], ids=["DCNv3", "DCNv3_pytorch"])
-@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c["kwargs"].items()))
+@pytest.mark.parametrize(
+    "case", MODULE_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c["kwargs"].items())
+)
 def test_module_matches_published(case, module_class, cpu_isas, monkeypatch):
     module = module_class(**case["kwargs"]).eval()
     module.load_state_dict(case["state_dict"], strict=True)

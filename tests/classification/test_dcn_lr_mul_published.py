@@ -15,8 +15,13 @@ from classification.models import build_model
 from classification.optimizer import build_param_groups
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "classification" / "configs"
-WITHOUT_DECAY = ["internimage_l_22kto1k_384", "internimage_xl_22kto1k_384", "internimage_h_22kto1k_384",
-                 "internimage_h_22kto1k_640", "internimage_g_22kto1k_512"]
+WITHOUT_DECAY = [
+    "internimage_l_22kto1k_384",
+    "internimage_xl_22kto1k_384",
+    "internimage_h_22kto1k_384",
+    "internimage_h_22kto1k_640",
+    "internimage_g_22kto1k_512",
+]
 DCN_NAMES = ("offset", "attention_weights", "center_feature_scale_proj", "alpha_beta")
 
 
@@ -45,5 +50,7 @@ def test_with_lr_decay_dcn_lr_mul_applies():
     layer = model.layer_decay_scales(config.TRAIN.LR_LAYER_DECAY_RATIO)
     for name in ("levels.1.blocks.0.dcn.offset.weight", "levels.3.blocks.4.dcn.offset.bias"):
         assert scales[name] == pytest.approx(layer[name] * 0.1)
-    assert scales["levels.1.blocks.0.mlp.fc1.weight"] == pytest.approx(layer["levels.1.blocks.0.mlp.fc1.weight"])
+    assert scales["levels.1.blocks.0.mlp.fc1.weight"] == pytest.approx(
+        layer["levels.1.blocks.0.mlp.fc1.weight"]
+    )
     assert scales["levels.1.blocks.0.mlp.fc1.weight"] < 1.0

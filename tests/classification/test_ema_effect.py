@@ -20,8 +20,21 @@ from classification.models.checkpoint import read_checkpoint  # noqa: E402
 
 DECAY = 0.75
 # one update of a large lr (no warm-up): w1 - w0 is far above float noise
-ONE_UPDATE = ["--epochs", "1", "--batch-size", "24", "--opts", "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.BASE_LR", "1.0",
-              "TRAIN.EMA.ENABLE", "True", "TRAIN.EMA.DECAY", str(DECAY)]
+ONE_UPDATE = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "24",
+    "--opts",
+    "TRAIN.WARMUP_EPOCHS",
+    "0",
+    "TRAIN.BASE_LR",
+    "1.0",
+    "TRAIN.EMA.ENABLE",
+    "True",
+    "TRAIN.EMA.DECAY",
+    str(DECAY),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +76,9 @@ def _assert_ema_follows_the_decay(w0: dict, w1: dict, ema: dict) -> None:
     assert moved > 1e-3, "the model did not train: the test would prove nothing"
     for k in floats:
         want = DECAY * w0[k].float() + (1 - DECAY) * w1[k].float()
-        torch.testing.assert_close(ema[k].float(), want, atol=1e-6, rtol=1e-5, msg=lambda m, k=k: f"ema {k}: {m}")
+        torch.testing.assert_close(
+            ema[k].float(), want, atol=1e-6, rtol=1e-5, msg=lambda m, k=k: f"ema {k}: {m}"
+        )
     # the EMA is neither the start nor the live model
     assert max((ema[k].float() - w0[k].float()).abs().max().item() for k in floats) > 1e-4
     assert max((ema[k].float() - w1[k].float()).abs().max().item() for k in floats) > 1e-4
@@ -73,8 +88,21 @@ def test_main_ema_follows_its_decay(tmp_path, data):
     from classification import main as trainer
 
     cfg, pretrained, w0 = _setup(tmp_path)
-    result = trainer.main(["--cfg", cfg, "--data-path", data, "--output", str(tmp_path / "out"),
-                           "--pretrained", pretrained, "--amp-opt-level", "O0", *ONE_UPDATE])
+    result = trainer.main(
+        [
+            "--cfg",
+            cfg,
+            "--data-path",
+            data,
+            "--output",
+            str(tmp_path / "out"),
+            "--pretrained",
+            pretrained,
+            "--amp-opt-level",
+            "O0",
+            *ONE_UPDATE,
+        ]
+    )
     checkpoint = read_checkpoint(os.path.join(result["output"], "ckpt_epoch_0.pth"))
     _assert_ema_follows_the_decay(w0, checkpoint["model"], checkpoint["ema"])
 
@@ -84,8 +112,23 @@ def test_deepspeed_ema_follows_its_decay(tmp_path, data, monkeypatch):
     from classification import main_deepspeed as ds_main
 
     cfg, pretrained, w0 = _setup(tmp_path, "DCNv3")
-    result = ds_main.main(["--cfg", cfg, "--data-path", data, "--output", str(tmp_path / "out"),
-                           "--pretrained", pretrained, "--zero-stage", "1", "--amp-opt-level", "O0", *ONE_UPDATE])
+    result = ds_main.main(
+        [
+            "--cfg",
+            cfg,
+            "--data-path",
+            data,
+            "--output",
+            str(tmp_path / "out"),
+            "--pretrained",
+            pretrained,
+            "--zero-stage",
+            "1",
+            "--amp-opt-level",
+            "O0",
+            *ONE_UPDATE,
+        ]
+    )
     folder = result["output"]
     # DeepSpeed's optimizer shards pickle its own classes: our own file, read in full
     monkeypatch.setenv("INTERNIMAGE_TRUST_CHECKPOINTS", "1")
@@ -101,14 +144,29 @@ def test_accelerate_ema_follows_its_decay(tmp_path, data):
     from classification import main_accelerate as acc_main
 
     cfg, pretrained, w0 = _setup(tmp_path)
-    result = acc_main.main(["--cfg", cfg, "--data-path", data, "--output", str(tmp_path / "out"),
-                            "--pretrained", pretrained, *ONE_UPDATE])
+    result = acc_main.main(
+        [
+            "--cfg",
+            cfg,
+            "--data-path",
+            data,
+            "--output",
+            str(tmp_path / "out"),
+            "--pretrained",
+            pretrained,
+            *ONE_UPDATE,
+        ]
+    )
     state = acc_main.latest_state(result["output"])
     (model_file,) = glob.glob(os.path.join(state, "model*.safetensors"))
     w1 = load_file(model_file)
     # registered checkpointables: the run counters and the EMA (ModelEmaV3.state_dict(): module.*)
-    customs = [torch.load(f, map_location="cpu", weights_only=True)
-               for f in sorted(glob.glob(os.path.join(state, "custom_checkpoint_*.pkl")))]
-    (ema_state,) = [c for c in customs if isinstance(c, dict) and any(str(k).startswith("module.") for k in c)]
+    customs = [
+        torch.load(f, map_location="cpu", weights_only=True)
+        for f in sorted(glob.glob(os.path.join(state, "custom_checkpoint_*.pkl")))
+    ]
+    (ema_state,) = [
+        c for c in customs if isinstance(c, dict) and any(str(k).startswith("module.") for k in c)
+    ]
     ema = {k.removeprefix("module."): v for k, v in ema_state.items()}
     _assert_ema_follows_the_decay(w0, w1, ema)

@@ -114,3 +114,16 @@ def test_a_dense_checkpoint_that_does_not_fit_is_an_error(tmp_path):
     lenient.init_weights()  # loads what fits, reports the rest
     torch.testing.assert_close(lenient.state_dict()["levels.0.blocks.0.mlp.fc1.weight"],
                                weights["levels.0.blocks.0.mlp.fc1.weight"])
+
+
+def test_a_cb_trunk_takes_a_classification_checkpoint(tmp_path):
+    """The lead CB trunk has no stem and zero-initialised fusion gammas: expected differences."""
+    from classification.models.checkpoint import LoadReport
+    from dense_common.backbone import unexpected_load_differences
+
+    trunk = _dense_backbone()
+    del trunk.patch_embed
+    report = LoadReport(source="x", missing=["gamma0", "levels.0.blocks.0.gamma1"],
+                        unexpected=["patch_embed.conv1.weight", "head.weight"])
+    assert unexpected_load_differences(report, trunk) == []
+    assert unexpected_load_differences(report, _dense_backbone()) == ["patch_embed.conv1.weight"]

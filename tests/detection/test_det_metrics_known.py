@@ -30,10 +30,24 @@ def _evaluate(ann_file, predict) -> dict:
     for image in images:
         (ann,) = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
         x, y, w, h = ann["bbox"]
-        box, label, mask = predict(np.array([x, y, x + w, y + h]), ann["category_id"] - 1, coco.annToMask(ann))
-        metric.process({}, [dict(img_id=image["id"], ori_shape=(image["height"], image["width"]), pred_instances=dict(
-            bboxes=torch.tensor(box, dtype=torch.float32)[None], scores=torch.ones(1),
-            labels=torch.tensor([label]), masks=torch.from_numpy(mask.astype(bool))[None]))])
+        box, label, mask = predict(
+            np.array([x, y, x + w, y + h]), ann["category_id"] - 1, coco.annToMask(ann)
+        )
+        metric.process(
+            {},
+            [
+                dict(
+                    img_id=image["id"],
+                    ori_shape=(image["height"], image["width"]),
+                    pred_instances=dict(
+                        bboxes=torch.tensor(box, dtype=torch.float32)[None],
+                        scores=torch.ones(1),
+                        labels=torch.tensor([label]),
+                        masks=torch.from_numpy(mask.astype(bool))[None],
+                    ),
+                )
+            ],
+        )
     return metric.evaluate(size=len(images))
 
 

@@ -23,10 +23,17 @@ P = CASE.points
 NAN, INF = float("nan"), float("inf")
 # (n, oy, ox, group, point, coordinate 0=x 1=y, value): the last entry of a pixel (g 2, p 8)
 # lands in a partial vector block of the CPU kernel
-OFFSET_POISON = [(0, 0, 0, 0, 0, 0, NAN), (0, 1, 2, 1, 4, 1, INF), (0, 2, 3, 2, 8, 0, -INF),
-                 (1, 4, 5, 1, 2, 1, NAN)]
-TOLERANCES = {torch.float64: dict(atol=1e-10, rtol=1e-8), torch.float32: dict(atol=2e-4, rtol=2e-4),
-              torch.bfloat16: dict(atol=5e-2, rtol=3e-2)}
+OFFSET_POISON = [
+    (0, 0, 0, 0, 0, 0, NAN),
+    (0, 1, 2, 1, 4, 1, INF),
+    (0, 2, 3, 2, 8, 0, -INF),
+    (1, 4, 5, 1, 2, 1, NAN),
+]
+TOLERANCES = {
+    torch.float64: dict(atol=1e-10, rtol=1e-8),
+    torch.float32: dict(atol=2e-4, rtol=2e-4),
+    torch.bfloat16: dict(atol=5e-2, rtol=3e-2),
+}
 needs_kernel = pytest.mark.skipif(not kernel_available("cpu"), reason="ops_dcnv3 extension not built")
 
 
@@ -59,18 +66,22 @@ def _assert_same(got, want, dtype, what):
             close = torch.isclose(a[finite].float(), b[finite].float(), **TOLERANCES[dtype])
             assert close.float().mean() > 0.995, f"{what} {name}: {(~close).sum()} of {close.numel()} differ"
             continue
-        torch.testing.assert_close(a[finite], b[finite], **TOLERANCES[dtype], msg=lambda m, n=name: f"{what} {n}: {m}")
+        torch.testing.assert_close(
+            a[finite], b[finite], **TOLERANCES[dtype], msg=lambda m, n=name: f"{what} {n}: {m}"
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_reference_propagates_nan(dtype):
     """The ground truth itself: NaN exactly where a tap's location is not finite."""
-    out, grad_input, grad_offset, grad_mask = _forward_and_grads(CASE.reference_call, _poisoned_inputs(dtype, False))
+    out, grad_input, grad_offset, grad_mask = _forward_and_grads(
+        CASE.reference_call, _poisoned_inputs(dtype, False)
+    )
     poisoned = torch.zeros(out.shape, dtype=torch.bool)
     slots = torch.zeros(grad_mask.shape, dtype=torch.bool)
     gc = CASE.group_channels
     for n, oy, ox, g, p, coordinate, _ in OFFSET_POISON:
-        poisoned[n, oy, ox, g * gc:(g + 1) * gc] = True
+        poisoned[n, oy, ox, g * gc : (g + 1) * gc] = True
         slots[n, oy, ox, g * P + p] = True
         # d/dx of the sample goes through the y fractions: the other coordinate's gradient is NaN
         assert grad_offset[n, oy, ox, (g * P + p) * 2 + 1 - coordinate].isnan()
@@ -120,5 +131,5 @@ def test_infinite_mask_gives_a_non_finite_output(cpu_isas, monkeypatch):
     for isa in cpu_isas:
         monkeypatch.setenv("DCNV3_CPU_ISA", isa)
         out = CASE.kernel_call(x, offset, mask)
-        assert not torch.isfinite(out[1, 2, 2, 2 * gc:3 * gc]).any()
-        assert torch.isfinite(out[1, 2, 2, :2 * gc]).all()
+        assert not torch.isfinite(out[1, 2, 2, 2 * gc : 3 * gc]).any()
+        assert torch.isfinite(out[1, 2, 2, : 2 * gc]).all()

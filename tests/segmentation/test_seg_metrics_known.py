@@ -18,7 +18,9 @@ def _evaluate(pairs) -> dict:
     metric = METRICS.build(evaluator)
     metric.dataset_meta = dict(classes=CLASSES)
     for prediction, truth in pairs:
-        metric.process({}, [dict(pred_sem_seg=dict(data=prediction[None]), gt_sem_seg=dict(data=truth[None]))])
+        metric.process(
+            {}, [dict(pred_sem_seg=dict(data=prediction[None]), gt_sem_seg=dict(data=truth[None]))]
+        )
     return metric.evaluate(len(pairs))
 
 
