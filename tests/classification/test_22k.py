@@ -83,13 +83,14 @@ def test_eval_22k_to_1k_takes_the_1000_mapped_logits(tmp_path):
     data = tmp_path / "imagenet"
     _write_images(data / "val", {"n01440764": 4, "n01443537": 2, "n01484850": 3})
     index = map22kto1k_index()
-    unmapped = sorted(set(range(21841)) - set(index.tolist()))
+    unmapped = sorted(set(range(1000, 21841)) - set(index.tolist()))  # beyond the first 1000 rows
     model = InternImage(num_classes=21841, **TINY)
     with torch.no_grad():  # the logits are the bias alone
         model.head.weight.zero_()
         model.head.bias.zero_()
         model.head.bias[unmapped[0]] = 100.0  # the 22K argmax, outside ImageNet-1K
         model.head.bias[index[0]] = 50.0  # the best of the 1000 mapped rows: 1K class 0
+        assert 2 not in index.tolist()
         model.head.bias[2] = 80.0  # rows 0..999 taken as they are would say class 2
     ckpt = tmp_path / "22k.pth"
     torch.save({"model": model.state_dict()}, ckpt)
