@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutputWithNoAttention
 
+from classification.models.checkpoint import routed_torch_load
 from classification.models.intern_image import CrossAttention, InternImage, InternImageLayer
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch
 
@@ -57,6 +58,13 @@ class InternImagePreTrainedModel(PreTrainedModel):
         elif isinstance(module, CrossAttention) and module.q_bias is not None:
             for bias in (module.q_bias, module.k_bias, module.v_bias):
                 init.zeros_(bias)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' ``from_pretrained``, with a ``pytorch_model.bin`` read through
+        ``read_checkpoint`` (the repository's one checkpoint reader: no pickled code runs)."""
+        with routed_torch_load():
+            return super().from_pretrained(*args, **kwargs)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Activation checkpointing of every block (InternImage's ``with_cp``)."""

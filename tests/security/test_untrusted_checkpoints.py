@@ -217,6 +217,20 @@ def test_url_is_downloaded_then_refused(tmp_path, marker, monkeypatch):
     assert_refused(str(error.value), cached, marker)
 
 
+def test_hugging_face_pytorch_model_bin_refuses_the_payload(tmp_path, marker):
+    pytest.importorskip("transformers")
+    from classification.huggingface.configuration_internimage import InternImageConfig
+    from classification.huggingface.modeling_internimage import InternImageForImageClassification
+
+    folder = tmp_path / "repo"
+    InternImageConfig(core_op="DCNv3_pytorch", channels=16, depths=[1, 1, 1, 1], groups=[1, 2, 4, 8],
+                      num_classes=3).save_pretrained(folder)
+    path = write_payload(folder / "pytorch_model.bin", marker)
+    with pytest.raises(UntrustedCheckpointError) as error:
+        InternImageForImageClassification.from_pretrained(folder)
+    assert_refused(str(error.value), path, marker)
+
+
 def test_routed_torch_load_covers_library_reads_with_weights_only_false(tmp_path, marker):
     """Library code that calls torch.load(weights_only=False) on our files (DeepSpeed's
     checkpoint engine, zero_to_fp32, accelerate's load_custom_state) gets read_checkpoint."""
@@ -258,6 +272,24 @@ def test_allowlisted_types_load_without_the_opt_in(tmp_path, monkeypatch):
         assert loaded["seed"] == 7 and loaded["history"].tolist() == [0.0, 1.0, 2.0]
         assert loaded["dtype"] == np.float16 and loaded["shape"] == (2, 3)
         assert read_state_dict(path).keys() == tiny_model().state_dict().keys()
+
+
+def test_deepspeed_optimizer_state_types_load_without_the_opt_in(tmp_path):
+    """What DeepSpeed's ZeRO optimizer-state files pickle besides tensors."""
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    path = tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    dynamic = DynamicLossScaler(init_scale=2.0 ** 16, scale_window=1000, min_scale=1.0, delayed_shift=1,
+                                consecutive_hysteresis=False)
+    torch.save({"optimizer_state_dict": {
+        "loss_scaler": LossScaler(scale=1.0), "dynamic": dynamic, "zero_stage": ZeroStageEnum.gradients,
+        "fragment": fragment_address(numel=4, start=2)}}, path)
+    loaded = read_checkpoint(path)["optimizer_state_dict"]
+    assert loaded["loss_scaler"].cur_scale == 1.0 and loaded["dynamic"].cur_scale == 2.0 ** 16
+    assert loaded["zero_stage"] is ZeroStageEnum.gradients and loaded["fragment"].numel == 4
 
 
 def test_numpy_1_names_are_accepted(tmp_path):
