@@ -29,3 +29,50 @@ def test_ci_runs_the_readme_test_command():
     assert "make demo" in readme and "make test" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\nmake test\n" in ci
+
+
+def test_bench_report_marks_each_target_and_fails_on_a_miss(capsys):
+    from ops_dcnv3.bench_report import Target, machine_summary, report
+
+    assert report([Target("fast", 12.0, ">=", 10.0, "x"), Target("lean", 0.8, "<=", 1.5, "x")])
+    assert not report([Target("fast", 8.7, ">=", 10.0, "x"), Target("lean", 0.8, "<=", 1.5, "x")])
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == "MISS  fast: 8.70x (target >= 10x)" and out[-1].startswith("PASS  lean")
+    assert machine_summary().startswith("machine: ") and "load average" in machine_summary()
+
+
+@pytest.mark.parametrize("python,status", [("true", 0), ("false", 2)])
+def test_make_bench_runs_every_benchmark_and_fails_on_a_miss(python, status):
+    # -o bootstrap: the environment is taken as it is; PY stands in for the benchmarks' exit codes
+    result = subprocess.run(["make", "-o", "bootstrap", "bench", f"PY={shutil.which(python)}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == status, result.stdout + result.stderr
+    assert result.stdout.count("== python ") == 4  # all four run, also after a miss
+    assert ("missed a target" in result.stdout) == (status != 0)
+
+
+def test_setup_py_without_torch_says_install_torch_first():
+    block_torch = (
+        "import runpy, sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "sys.argv = ['setup.py', '--version']\n"
+        "runpy.run_path('setup.py', run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", block_torch], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "PyTorch is not installed. Install it first" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bootstrap_stamp_leaves_the_build_step_out():
+    """Editing the extension-build part of bootstrap.sh must not reinstall the stack: the
+    stamp hashes the pins and the recipe number only."""
+    script = (ROOT / "tools" / "bootstrap.sh").read_text()
+    stamp_line = next(line for line in script.splitlines() if line.startswith("stamp_hash="))
+    assert "bootstrap.sh" not in stamp_line and "requirements" in stamp_line
+    assert "--force" not in script  # ninja and the up-to-date check keep the build incremental
