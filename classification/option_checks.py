@@ -4,8 +4,10 @@ is accepted and then ignored would silently train something else than was asked 
 - ``DATA.CACHE_MODE``: ``no``, ``full`` or ``part``. It acts in zip mode only, as published:
   ``full`` preloads every member of the archives into memory, ``part`` each rank's
   ``1/world_size`` share (``classification.data.build``); outside zip mode it has no effect.
-- ``DATA.IMG_ON_MEMORY``, ``AUG.RANDOM_RESIZED_CROP``, ``TEST.SEQUENTIAL``: only their
-  default (False) is implemented."""
+- ``DATA.IMG_ON_MEMORY``: as published, each rank holds its ``1/world_size`` share of the
+  image files in memory (any layout).
+- ``AUG.RANDOM_RESIZED_CROP``, ``TEST.SEQUENTIAL``: only their default (False) is
+  implemented."""
 
 from __future__ import annotations
 
@@ -19,11 +21,6 @@ def unsupported_option_problems(config: CfgNode) -> list[str]:
     problems = []
     if config.DATA.CACHE_MODE not in CACHE_MODES:
         problems.append(f"DATA.CACHE_MODE must be one of {CACHE_MODES}, got {config.DATA.CACHE_MODE!r}")
-    if config.DATA.IMG_ON_MEMORY:
-        problems.append(
-            "DATA.IMG_ON_MEMORY=True (the published 22K loader's in-memory image list) is not "
-            "implemented; for in-memory images use DATA.ZIP_MODE with DATA.CACHE_MODE 'full' or 'part'"
-        )
     if config.AUG.RANDOM_RESIZED_CROP:
         problems.append(
             "AUG.RANDOM_RESIZED_CROP=True is not implemented: the training transform always "

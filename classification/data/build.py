@@ -201,11 +201,13 @@ def build_mixup(config: CfgNode) -> Mixup | None:
 def _preload_zip(dataset: ImageListDataset, config: CfgNode, rank: int, world_size: int) -> None:
     """DATA.CACHE_MODE in zip mode, as published: 'full' keeps every image of the archive in
     memory, 'part' this rank's share (images rank, rank + world_size, ...); 'no' reads on
-    demand. (Unlike the published 'part', each rank still samples the whole split.)"""
-    if dataset.zip_reader is None or config.DATA.CACHE_MODE == "no":
-        return
-    step, first = (1, 0) if config.DATA.CACHE_MODE == "full" else (world_size, rank)
-    dataset.zip_reader.preload([path for path, _ in dataset.samples[first::step]])
+    demand. DATA.IMG_ON_MEMORY (any layout) holds this rank's share of the image files.
+    (Unlike the published 'part', each rank still samples the whole split.)"""
+    if dataset.zip_reader is not None and config.DATA.CACHE_MODE != "no":
+        step, first = (1, 0) if config.DATA.CACHE_MODE == "full" else (world_size, rank)
+        dataset.hold_in_memory(range(first, len(dataset), step))
+    if config.DATA.IMG_ON_MEMORY:  # published: each rank holds its share of the image files
+        dataset.hold_in_memory(range(rank, len(dataset), world_size))
 
 
 def build_loader(config: CfgNode, train: bool = True, rank: int | None = None, world_size: int | None = None):

@@ -77,6 +77,7 @@ class ImageListDataset(Dataset):
         self.targets = [label for _, label in self.samples]
         self.root = root
         self.zip_reader = zip_reader
+        self._held: dict[str, bytes] = {}  # DATA.IMG_ON_MEMORY: image files preloaded
         self.transform = transform
         self.classes = list(classes) if classes is not None else None
 
@@ -87,9 +88,22 @@ class ImageListDataset(Dataset):
         path, _ = self.samples[index]
         if self.zip_reader is not None:
             image = Image.open(io.BytesIO(self.zip_reader.read(path)))
+        elif path in self._held:
+            image = Image.open(io.BytesIO(self._held[path]))
         else:
             image = Image.open(os.path.join(self.root, path))
         return image.convert("RGB")
+
+    def hold_in_memory(self, indices: Sequence[int]) -> None:
+        """Keeps these samples' image files in memory (DATA.IMG_ON_MEMORY); zip archives
+        preload through their reader instead."""
+        if self.zip_reader is not None:
+            self.zip_reader.preload([self.samples[i][0] for i in indices])
+            return
+        for i in indices:
+            path = self.samples[i][0]
+            with open(os.path.join(self.root, path), "rb") as f:
+                self._held[path] = f.read()
 
     def __getitem__(self, index: int):
         image = self.load_image(index)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,6 @@ def zip_data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("DATA.IMG_ON_MEMORY", "True", "DATA.IMG_ON_MEMORY=True"),
     ("AUG.RANDOM_RESIZED_CROP", "True", "AUG.RANDOM_RESIZED_CROP=True is not implemented"),
     ("TEST.SEQUENTIAL", "True", "TEST.SEQUENTIAL=True"),
     ("DATA.CACHE_MODE", "sometimes", "DATA.CACHE_MODE must be one of"),
@@ -53,6 +53,23 @@ def test_cache_mode_preloads_the_zip_members(zip_data, mode, rank, world_size, h
     reference, *_ = build_loader(plain, rank=0, world_size=1)
     for index in range(len(ds_train)):
         assert ds_train.load_image(index).tobytes() == reference.load_image(index).tobytes()
+    images, _ = next(iter(loader_train))
+    assert images.shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("layout", ["folder", "zip"])
+def test_img_on_memory_holds_this_ranks_share(tmp_path, layout):
+    data = make_dataset(tmp_path / layout, layout, n_train=4, n_val=2)
+    config = tiny_config(**{"DATA.DATA_PATH": data, "DATA.ZIP_MODE": layout == "zip", "DATA.CACHE_MODE": "no",
+                            "DATA.IMG_ON_MEMORY": True, "DATA.BATCH_SIZE": 2})
+    ds_train, ds_val, loader_train, _, _ = build_loader(config, rank=1, world_size=2)
+    held = ds_train.zip_reader._cache if layout == "zip" else ds_train._held
+    assert set(held) == {p for p, _ in ds_train.samples[1::2]}  # 6 of the 12 images
+    if layout == "folder":  # the held bytes are what is read, not the files
+        path = ds_train.samples[1][0]
+        before = ds_train.load_image(1).tobytes()
+        (Path(ds_train.root) / path).write_bytes(b"gone")
+        assert ds_train.load_image(1).tobytes() == before
     images, _ = next(iter(loader_train))
     assert images.shape == (2, 3, 32, 32)
 
