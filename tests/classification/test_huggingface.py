@@ -92,6 +92,15 @@ def _hand_written_folder(folder: Path, model: InternImage, arch: dict,
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No network, also when huggingface_hub was imported (and read the environment) before."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(scope="module")
 def x() -> torch.Tensor:
     return torch.randn(2, 3, SIZE, SIZE)
