@@ -125,6 +125,10 @@ def test_auto_classes_know_internimage():
     model = AutoModelForImageClassification.from_config(config)
     assert isinstance(model, hf.InternImageForImageClassification)
     assert isinstance(model.model, InternImage)  # the one backbone, as self.model
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing and all(b.with_cp for lv in model.model.levels for b in lv.blocks)
+    model.gradient_checkpointing_disable()
+    assert not model.is_gradient_checkpointing
     assert hf.InternImageModelForImageClassification is hf.InternImageForImageClassification
 
 
