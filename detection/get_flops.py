@@ -77,6 +77,8 @@ def count(config: str, height: int, width: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     height, width = parse_shape(args.shape)
+    if height < 32 or width < 32:
+        raise fail(f"--shape must be at least 32x32, got {height}x{width}")
     padded = padded_shape(height, width, args.size_divisor)
     result = count(args.config, *padded)
     line = "=" * 40

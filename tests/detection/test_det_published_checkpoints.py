@@ -100,6 +100,19 @@ def test_every_value_lands_in_its_place_through_mmengine(dino_t, tmp_path):
         assert torch.equal(loaded[key], value), key
 
 
+def test_a_detector_init_cfg_loads_a_published_file(dino_t, tmp_path):
+    """``init_cfg=dict(type='Pretrained', checkpoint=...)`` on the detector: mmengine's
+    PretrainedInit goes through the same conversion."""
+    cfg, model = dino_t
+    values = _distinct_values(model.state_dict())
+    path = tmp_path / "published.pth"
+    torch.save({"state_dict": published_keys.to_published_state_dict(values, model="dino")}, path)
+    target = _build(dict(cfg.model, init_cfg=dict(type="Pretrained", checkpoint=str(path))))
+    target.init_weights()
+    loaded = target.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in values.items())
+
+
 def test_leftover_and_missing_keys_are_errors_naming_them(dino_t):
     from mmengine.runner.checkpoint import _load_checkpoint_to_model
 

@@ -141,22 +141,18 @@ def test_image_demo_writes_an_annotated_image(trained, tmp_path):
     image = config.parent / "images" / "chelsea.jpg"
     checkpoint = str(work_dir / f"epoch_{EPOCHS}.pth")
     outs = {}
-    for name, flags in (("voc", ["--palette", "voc", "--score-thr", "0.0"]),
-                        ("citys", ["--palette", "citys", "--score-thr", "0.0"]),
-                        # nothing drawn (no score exceeds 1): same decode/encode path, no boxes
-                        ("blank", ["--score-thr", "1.0"])):
+    for palette in ("voc", "citys"):
         _run(str(DETECTION / "image_demo.py"), str(image), str(config), checkpoint, "--out",
-             str(tmp_path / name), *flags)
-        outs[name] = tmp_path / name / "chelsea.jpg"
-    with Image.open(outs["voc"]) as drawn, Image.open(outs["blank"]) as undrawn, \
-            Image.open(outs["citys"]) as other_palette, Image.open(image) as original:
-        assert drawn.size == undrawn.size == original.size
-        # predictions at threshold 0 are drawn: boxes/masks change a visible share of the pixels
-        changed = [abs(a - b) > 30
-                   for a, b in zip(drawn.convert("L").getdata(), undrawn.convert("L").getdata())]
-        assert sum(changed) > 0.01 * len(changed), f"{sum(changed)} of {len(changed)} pixels changed"
-        recoloured = [a != b for a, b in zip(drawn.getdata(), other_palette.getdata())]
-        assert sum(recoloured) > 0.01 * len(recoloured)  # same boxes, other colours
+             str(tmp_path / palette), "--palette", palette, "--score-thr", "0.0")
+        outs[palette] = tmp_path / palette / "chelsea.jpg"
+    with Image.open(outs["voc"]) as drawn, Image.open(outs["citys"]) as other_palette, \
+            Image.open(image) as original:
+        assert drawn.size == other_palette.size == original.size
+        # predictions at threshold 0 are drawn, in each palette's colours: the same boxes and
+        # masks recolour a visible share of the pixels (JPEG noise alone stays below 30 levels)
+        recoloured = [max(abs(a - b) for a, b in zip(p, q)) > 30
+                      for p, q in zip(drawn.getdata(), other_palette.getdata())]
+        assert sum(recoloured) > 0.01 * len(recoloured), f"{sum(recoloured)} of {len(recoloured)} pixels"
 
 
 def test_format_only_writes_the_coco_result_files(trained, tmp_path):
