@@ -110,20 +110,22 @@ def missing_weights_message(name: str, detail: str = "") -> str:
 
 
 def hub_unreachable(timeout_s: float = 3.0) -> str | None:
-    """Why the Hugging Face Hub cannot be reached right now (offline mode, or no TCP
-    connection to its endpoint within ``timeout_s``), or None when it can."""
-    from urllib.parse import urlparse
+    """Why the Hugging Face Hub cannot be reached right now (offline mode, or no HTTP answer
+    from its endpoint within ``timeout_s``, or a server error), or None when it answers."""
+    import urllib.error
+    import urllib.request
 
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set and the file is not in the Hugging Face cache"
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
-    except OSError as error:
-        return f"{url.hostname}:{port} is unreachable ({type(error).__name__}: {error})"
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout_s)
+    except urllib.error.HTTPError as error:  # the Hub (or a proxy) answered
+        if error.code >= 500:
+            return f"{constants.ENDPOINT} answers HTTP {error.code}"
+    except (OSError, ValueError) as error:  # no route, refused, DNS, timeout
+        return f"{constants.ENDPOINT} is unreachable ({type(error).__name__}: {error})"
     return None
 
 
