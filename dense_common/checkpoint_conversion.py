@@ -224,7 +224,9 @@ def tool_main(argv: list[str] | None, *, expected_layout: str, prog: str) -> int
                                "(loading one directly converts it too; this writes the converted file).")
     parser.add_argument("src", help="published checkpoint (file or URL)")
     parser.add_argument("dst", help="converted checkpoint to write")
-    args = parser.parse_args(argv)
+    from classification.models.checkpoint import parse_args_with_trust
+
+    args = parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
     try:
         out = convert_file(args.src, args.dst, expected_layout=expected_layout)
     except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as error:

@@ -440,6 +440,31 @@ def test_export_refuses_the_payload(tmp_path, marker):
     assert not list(tmp_path.glob("*.onnx"))
 
 
+@pytest.mark.parametrize("layout", ["PUBLISHED_DINO", "PUBLISHED_MASK2FORMER"])
+def test_dense_converters_refuse_the_payload(tmp_path, marker, layout, monkeypatch):
+    """detection/ and segmentation/tools/convert_checkpoint.py are tool_main with a layout."""
+    from dense_common import published_keys
+    from dense_common.checkpoint_conversion import tool_main
+
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    path = write_payload(tmp_path / "published.pth", marker)
+    with pytest.raises(SystemExit) as exit_info:
+        tool_main([str(path), str(tmp_path / "out.pth")], expected_layout=getattr(published_keys, layout),
+                  prog="convert_checkpoint.py")
+    assert_refused(str(exit_info.value), path, marker)
+    assert str(exit_info.value).startswith("error: ") and not (tmp_path / "out.pth").exists()
+
+
+def test_hugging_face_convert_refuses_the_payload(tmp_path, marker):
+    pytest.importorskip("transformers")
+    from classification.huggingface import convert
+
+    path = write_payload(tmp_path / "internimage_t_1k_224.pth", marker)
+    refused_in_process(convert.main, ["--model_name", "internimage_t_1k_224", "--ckpt", path, "--out",
+                                      tmp_path / "hub"], path, marker)
+    assert not (tmp_path / "hub").exists()
+
+
 def test_deepspeed_consolidate_refuses_a_payload_client_state(tmp_path, marker):
     pytest.importorskip("deepspeed")
     from classification import main_deepspeed
