@@ -326,8 +326,11 @@ class InternImage(nn.Module):
             m._reset_parameters()
 
     # ------------------------------------------------------------------ features
-    def _level_outputs(self, x: torch.Tensor, num_levels: int | None = None) -> list[torch.Tensor]:
-        """The outputs (before downsampling, channels-last) of the first ``num_levels`` levels."""
+    def _level_outputs(self, x: torch.Tensor, num_levels: int | None = None,
+                       last_only: bool = False) -> list[torch.Tensor]:
+        """The outputs (before downsampling, channels-last) of the first ``num_levels`` levels,
+        or with ``last_only`` just the last level's (each level called plainly, so forward hooks
+        on a level see its usual output)."""
         if isinstance(x, torch.fx.Proxy):
             raise RuntimeError(_NOT_TRACEABLE.format(tool="torch.fx symbolic tracing"))
         in_chans = self.patch_embed.conv1.in_channels
@@ -340,6 +343,10 @@ class InternImage(nn.Module):
             raise ValueError(f"{type(self).__name__} expects images of layout (N, C, H, W) with "
                              f"C = {in_chans} channels, got shape {tuple(x.shape)}{hint}")
         x = self.pos_drop(self.patch_embed(x))
+        if last_only:  # the last level has no downsample: its output is its feature
+            for level in self.levels:
+                x = level(x)
+            return [x]
         outputs = []
         for level in self.levels:
             if num_levels is not None and len(outputs) == num_levels:
@@ -365,8 +372,8 @@ class InternImage(nn.Module):
     def _features_from_levels(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         if not self.has_head:  # pruned: the last kept level is the output
             return outputs[-1].permute(0, 3, 1, 2).contiguous()
-        if len(outputs) != self.num_levels:
-            raise RuntimeError(f"the model was pruned to {len(outputs)} of {self.num_levels} levels; "
+        if len(self.levels) != self.num_levels:
+            raise RuntimeError(f"the model was pruned to {len(self.levels)} of {self.num_levels} levels; "
                                "use forward_intermediates(x, intermediates_only=True)")
         x = self._pre_pool(outputs)
         return self._pool(x) if self.global_pool else x
@@ -424,7 +431,8 @@ class InternImage(nn.Module):
         """Pooled features before the classifier, (N, num_features). After
         ``reset_classifier(0, '')``: the unpooled map (N, D, h, w) the pooling would reduce
         (conv_head output at stride 32; for H/G the 1024-channel stride-16 token map)."""
-        return self._features_from_levels(self._level_outputs(x))
+        # the CLIP-projector head needs stage 3 too; the conv head only the last level
+        return self._features_from_levels(self._level_outputs(x, last_only=not self.use_clip_projector))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """The classifier on ``forward_features`` output; ``pre_logits`` returns its input."""
