@@ -1,7 +1,8 @@
 """The detection and segmentation entry points refuse a payload checkpoint (see
 test_untrusted_checkpoints.py): mmengine's checkpoint loader (local files and URLs) and
-each script by its command line — image_demo.py in a subprocess (the error on stderr),
-train.py --resume, test.py and deploy.py through their ``main(argv)`` — on the published
+each script by its command line — detection/image_demo.py in a subprocess (the error on
+stderr), the others (image_demo.py, train.py --resume, test.py, deploy.py) through their
+``main(argv)`` — on the published
 InternImage-T configs with tiny datasets. The payload is refused from the
 pickle's globals before any tensor is read, so the file need not match the model."""
 
@@ -147,11 +148,11 @@ def test_mmengine_loader_refuses_local_files_and_urls(tmp_path, marker, monkeypa
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("tree", ["segmentation", "detection"])
-def test_image_demo_refuses_the_payload(tree, tmp_path, marker, photo, request):
-    cfg = request.getfixturevalue("seg_cfg" if tree == "segmentation" else "det_cfg")
+def test_detection_image_demo_refuses_the_payload(tmp_path, marker, photo, det_cfg):
+    """A subprocess, as users run it: the named error reaches stderr."""
     path = write_payload(tmp_path / "model.pth", marker)
-    proc = run(tree, "image_demo.py", photo, cfg, path, "--device", "cpu", "--out", tmp_path / "shown")
+    proc = run("detection", "image_demo.py", photo, det_cfg, path, "--device", "cpu",
+               "--out", tmp_path / "x.jpg")
     assert_refused(proc, path, marker)
 
 
@@ -177,6 +178,14 @@ def assert_raised(error: pytest.ExceptionInfo, path: Path, marker: Path) -> None
     text = str(error.value)
     assert "refusing to unpickle posix.system" in text and str(path) in text, text
     assert f"{TRUST_ENV}=1" in text and "--trust-checkpoint" in text
+
+
+def test_segmentation_image_demo_refuses_the_payload(tmp_path, marker, photo, seg_cfg, monkeypatch):
+    path = write_payload(tmp_path / "model.pth", marker)
+    with pytest.raises(UntrustedCheckpointError) as error:
+        run_main("segmentation", "image_demo.py", photo, seg_cfg, path, "--device", "cpu", "--out",
+                 tmp_path / "shown", monkeypatch=monkeypatch)
+    assert_raised(error, path, marker)
 
 
 @pytest.mark.parametrize("tree", ["segmentation", "detection"])
