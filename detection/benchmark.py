@@ -14,6 +14,7 @@ import argparse
 import os.path as osp
 import statistics
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -45,7 +46,9 @@ def photo(height: int = 800, width: int = 1333) -> np.ndarray:
 def time_model(config: str, image: np.ndarray, repeats: int) -> float:
     """Median milliseconds of ``test_step`` (preprocessing, network and post-processing)."""
     cfg = get_config(config) if config.startswith("mmdet::") else config
-    model = init_detector(cfg, checkpoint=None, device="cpu")
+    with warnings.catch_warnings():  # "checkpoint is None, use COCO classes": random weights on purpose
+        warnings.filterwarnings("ignore", message="checkpoint is None")
+        model = init_detector(cfg, checkpoint=None, device="cpu")
     pipeline = model.cfg.test_dataloader.dataset.pipeline
     pipeline[0].type = "mmdet.LoadImageFromNDArray"
     data = pseudo_collate([Compose(pipeline)(dict(img=image, img_id=0))])
