@@ -101,7 +101,9 @@ def test_zero1_trains_resumes_and_consolidates(cfg, data, tmp_path):
 
     # the same accuracy from main.py on the plain file and from main_deepspeed on the ZeRO dir
     plain_eval = trainer.main(
-        ["--cfg", cfg, "--data-path", data, "--output", out, "--tag", "e1", "--eval", "--resume", plain]
+        # O0: main.py's published default O1 would evaluate in bf16 autocast, DeepSpeed in fp32
+        ["--cfg", cfg, "--data-path", data, "--output", out, "--tag", "e1", "--eval", "--resume", plain,
+         "--amp-opt-level", "O0"]
     )
     zero_eval = _run(cfg, data, out, "--tag", "e2", "--eval", "--resume", os.path.join(folder, "epoch2"))
     assert plain_eval["acc1"] == zero_eval["acc1"] and plain_eval["val_loss"] == pytest.approx(
