@@ -18,7 +18,8 @@ from seg_testutils import SEG, tiny_config
 
 from dense_common.cpu_training import CPUAutocastOptimWrapper, adapt_to_cpu
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path (this machine has CUDA)")
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
+                                reason="checks the CPU path (this machine has CUDA)")
 
 
 def test_dist_train_two_cpu_processes_train_one_model(tiny_dataset: Path, tmp_path: Path) -> None:
