@@ -102,7 +102,9 @@ def test_every_value_lands_in_its_place_through_mmengine(dino_t, tmp_path):
 
 def test_a_detector_init_cfg_loads_a_published_file(dino_t, tmp_path):
     """``init_cfg=dict(type='Pretrained', checkpoint=...)`` on the detector: mmengine's
-    PretrainedInit goes through the same conversion."""
+    PretrainedInit goes through the same conversion. (mmdet 3's ``DINO.init_weights`` then
+    re-initialises the encoder, decoder, level_embed, query_embedding and
+    memory_trans_fc.weight after any pretrained load: use ``load_from`` for a whole DINO.)"""
     cfg, model = dino_t
     values = _distinct_values(model.state_dict())
     path = tmp_path / "published.pth"
@@ -110,7 +112,10 @@ def test_a_detector_init_cfg_loads_a_published_file(dino_t, tmp_path):
     target = _build(dict(cfg.model, init_cfg=dict(type="Pretrained", checkpoint=str(path))))
     target.init_weights()
     loaded = target.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in values.items())
+    reinitialised_by_mmdet = ("level_embed", "query_embedding.weight", "memory_trans_fc.weight")
+    kept = [k for k in values if k not in reinitialised_by_mmdet and not k.startswith(("encoder.", "decoder."))]
+    assert len(kept) > len(values) // 2 and any(k.startswith("dn_query_generator.") for k in kept)
+    assert all(torch.equal(loaded[k], values[k]) for k in kept)
 
 
 def test_leftover_and_missing_keys_are_errors_naming_them(dino_t):

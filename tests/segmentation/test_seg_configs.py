@@ -154,7 +154,9 @@ def test_config_builds_with_published_settings(path: Path) -> None:
         model = MODELS.build(cfg.model)
     assert type(model.backbone).__name__ == "InternImageBackbone"
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    assert len(wrapper.optimizer.param_groups) > 2  # grouped by layer id and decay / no decay
+    groups = wrapper.optimizer.param_groups
+    # decay / no decay, and by layer id where the rate makes the lrs differ (T/S/B: rate 1.0)
+    assert len(groups) > 2 if decay < 1.0 else len(groups) >= 2
 
 
 def test_ms_configs_turn_on_aug_test() -> None:
