@@ -65,7 +65,7 @@ def _extensions():
                  "requirements/core.txt), then: pip install --no-build-isolation .")
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    sources = [os.path.join(CSRC, "dcnv3.cpp")] + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp"))) + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     # Headers as dependencies: without --force, build_ext rebuilds only when a source or header
     # is newer than the built library, and ninja then recompiles only what changed.
     depends = sorted(glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True)
@@ -119,7 +119,7 @@ setup(
               + find_packages("detection", include=["mmdet_custom", "mmdet_custom.*"])
               + find_packages("segmentation", include=["mmseg_custom", "mmseg_custom.*"])),
     package_dir={"mmdet_custom": "detection/mmdet_custom", "mmseg_custom": "segmentation/mmseg_custom"},
-    package_data={"ops_dcnv3": ["csrc/*.h", "csrc/*/*.cuh"],
+    package_data={"ops_dcnv3": ["csrc/*.h", "csrc/*/*.h", "csrc/*/*.cuh"],
                   "classification": ["configs/*.yaml", "configs/*/*.yaml", "configs/*/*/*.json", "*.sh",
                                      "data/map22kto1k.txt"]},
     ext_modules=ext_modules,

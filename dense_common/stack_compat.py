@@ -112,6 +112,15 @@ def _patch_mmdeploy_grid_sampler() -> None:
         module.grid_sampler = _grid_sampler_standard_from_16(module.grid_sampler)
 
 
+def use_ops_dcnv3_msda() -> None:
+    """mmcv's ``MultiScaleDeformableAttention`` (DINO, Mask2Former, the BEVFormer attentions) and
+    the functions it calls run on ops_dcnv3's MSDA kernels: on CPU, and on CUDA where mmcv's
+    extension has none (ops_dcnv3/mmcv_msda.py). Parameter names are untouched."""
+    from ops_dcnv3 import mmcv_msda
+
+    mmcv_msda.install()
+
+
 def apply(*, onnx: bool = False) -> None:
     """Installs the fixes (once per process)."""
     if "checkpoint" not in _applied:
@@ -120,3 +129,6 @@ def apply(*, onnx: bool = False) -> None:
     if onnx and "onnx" not in _applied:
         _patch_onnx()
         _applied.add("onnx")
+    if "msda" not in _applied:
+        use_ops_dcnv3_msda()
+        _applied.add("msda")

@@ -1,0 +1,150 @@
+// CPU building blocks shared by the kernels of ops_dcnv3 (DCNv3, MSDA): GCC vector types
+// with loads that widen bfloat16, tree reductions, the channel loop of a bilinear
+// backward, and the run-time choice of instruction set (DCNV3_CPU_ISA).
+#pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+namespace dcnv3 {
+namespace {
+
+// Helpers are forced inline so that each ISA variant below compiles its own copy.
+#define DCNV3_INLINE inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------- vector helpers
+// GCC vector types cannot take a dependent size, hence one specialisation per use.
+template <typename T, int N>
+struct VecType;
+#define DCNV3_VEC(T, N) \
+  template <>           \
+  struct VecType<T, N> { typedef T type __attribute__((vector_size(sizeof(T) * N))); };
+DCNV3_VEC(float, 16)
+DCNV3_VEC(float, 8)
+DCNV3_VEC(float, 4)
+DCNV3_VEC(float, 2)
+DCNV3_VEC(double, 16)
+DCNV3_VEC(double, 8)
+DCNV3_VEC(double, 4)
+DCNV3_VEC(double, 2)
+DCNV3_VEC(uint16_t, 16)
+DCNV3_VEC(uint16_t, 8)
+DCNV3_VEC(uint16_t, 4)
+DCNV3_VEC(uint16_t, 2)
+DCNV3_VEC(uint32_t, 16)
+DCNV3_VEC(uint32_t, 8)
+DCNV3_VEC(uint32_t, 4)
+DCNV3_VEC(uint32_t, 2)
+DCNV3_VEC(int32_t, 16)
+DCNV3_VEC(int32_t, 8)
+DCNV3_VEC(int32_t, 4)
+DCNV3_VEC(int32_t, 2)
+DCNV3_VEC(int64_t, 16)
+DCNV3_VEC(int64_t, 8)
+DCNV3_VEC(int64_t, 4)
+DCNV3_VEC(int64_t, 2)
+#undef DCNV3_VEC
+template <typename T, int N>
+using Vec = typename VecType<T, N>::type;
+
+// Loads N channels of scalar_t as a vector of acc_t.
+template <int N, typename acc_t, typename scalar_t>
+DCNV3_INLINE Vec<acc_t, N> load(const scalar_t* p) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    Vec<uint16_t, N> bits;
+    std::memcpy(&bits, p, sizeof(bits));
+    const Vec<uint32_t, N> wide = __builtin_convertvector(bits, Vec<uint32_t, N>) << 16;
+    Vec<float, N> v;
+    std::memcpy(&v, &wide, sizeof(v));
+    return v;
+  } else {
+    Vec<acc_t, N> v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+}
+
+template <int N, typename acc_t>
+DCNV3_INLINE void store(acc_t* p, Vec<acc_t, N> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// Pairwise (tree) reduction: log2(N) shuffle+add steps instead of an N-long chain.
+template <int N, typename acc_t>
+DCNV3_INLINE acc_t horizontal_sum(Vec<acc_t, N> v) {
+  if constexpr (N == 2) {
+    return v[0] + v[1];
+  } else {
+    Vec<acc_t, N / 2> low, high;
+    std::memcpy(&low, &v, sizeof(low));
+    std::memcpy(&high, reinterpret_cast<const char*>(&v) + sizeof(low), sizeof(high));
+    return horizontal_sum<N / 2, acc_t>(low + high);
+  }
+}
+
+// Channel loops use the ISA's native vector width (kBytes: 16 SSE2, 32 AVX2, 64
+// AVX-512; wider generic vectors make GCC spill), then half of it, then scalars.
+template <typename acc_t, int kBytes>
+constexpr int kWide = kBytes / sizeof(acc_t);
+template <typename acc_t, int kBytes>
+constexpr int kNarrow = kWide<acc_t, kBytes> / 2;
+
+// One tap's channel loop over its four corners k: adds mw[k] * go to grad_image at
+// corner k and accumulates the products go * image(corner k) lane-wise in prod[k].
+template <int N, typename scalar_t, typename acc_t>
+DCNV3_INLINE void scatter_and_products(const acc_t* go, const scalar_t* const src[4],
+                                       acc_t* const dst[4], const acc_t mw[4], int& c, int gc,
+                                       Vec<acc_t, N> prod[4]) {
+  for (; c + N <= gc; c += N) {
+    const Vec<acc_t, N> g = load<N, acc_t>(go + c);
+    for (int k = 0; k < 4; ++k) {
+      prod[k] += g * load<N, acc_t>(src[k] + c);
+      // Two clamped corners may share a pixel: load after the previous store, in order.
+      store<N>(dst[k] + c, load<N, acc_t>(dst[k] + c) + mw[k] * g);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- ISA choice
+enum class Isa { kDefault, kAvx2, kAvx512 };
+
+#if defined(__x86_64__) && defined(__GNUC__)
+Isa detect_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  return Isa::kDefault;
+}
+#else
+Isa detect_isa() { return Isa::kDefault; }
+#endif
+
+// AVX2 unless DCNV3_CPU_ISA names another one this CPU has. AVX-512 measured no faster
+// here (Zen 4: the kernels are bound by gathers and latency, not vector width), and
+// 32-byte vectors suit the common group widths (16, 32 channels) well.
+Isa active_isa() {
+  static const Isa supported = detect_isa();
+  const char* forced = std::getenv("DCNV3_CPU_ISA");
+  if (forced == nullptr || *forced == '\0') return std::min(supported, Isa::kAvx2);
+  const std::string name(forced);
+  Isa want;
+  if (name == "default") want = Isa::kDefault;
+  else if (name == "avx2") want = Isa::kAvx2;
+  else if (name == "avx512") want = Isa::kAvx512;
+  else TORCH_CHECK(false, "DCNV3_CPU_ISA must be default, avx2 or avx512, got '", name, "'");
+  TORCH_CHECK(static_cast<int>(want) <= static_cast<int>(supported), "DCNV3_CPU_ISA=", name,
+              " is not supported by this CPU");
+  return want;
+}
+
+}  // namespace
+}  // namespace dcnv3
