@@ -121,9 +121,12 @@ def _backward(ctx, grad_output):
 
 def _onnx_symbolic(g, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
                    im2col_step):
-    """mmdeploy's node for mmcv's MSDA (what its TensorRT plugin implements): five inputs, no
-    attributes."""
-    return g.op(ONNX_NODE, value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    """mmdeploy's node for mmcv's MSDA, as mmdeploy 1.3's own symbolic writes it (what its
+    TensorRT plugin implements): five inputs and ``im2col_step``."""
+    from torch.onnx import symbolic_helper as sh
+
+    return g.op(ONNX_NODE, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                im2col_step_i=sh._get_const(im2col_step, "i", "im2col_step"))
 
 
 def _register() -> None:
