@@ -1,7 +1,7 @@
 // CPU kernels of ops_dcnv3::msda (multi-scale deformable attention): float64, float32 and
 // bfloat16 (accumulating in float32); float16 runs through float32 copies.
 //
-// Forward: parallel over (batch, query) pairs, each writing its own heads * head_dim outputs.
+// Forward: parallel over (batch, head, query) triples, each writing its own head_dim outputs.
 // Backward: parallel over (batch, head) pairs. A pair's writes (grad_value[b, :, h, :] and the
 // location/attention gradients of its points) belong to it alone: no atomics, and the
 // result is deterministic.
@@ -28,6 +28,9 @@ namespace dcnv3 {
 namespace msda {
 namespace {
 
+template <typename acc_t>
+struct PointTable;
+
 template <typename scalar_t>
 struct Args {
   const scalar_t* value;
@@ -36,6 +39,7 @@ struct Args {
   const scalar_t* sampling_locations;
   const scalar_t* attention_weights;
   Sizes s;
+  const PointTable<at::opmath_type<scalar_t>>* table;
   // forward
   scalar_t* output;
   // backward
@@ -45,167 +49,284 @@ struct Args {
   scalar_t* grad_attention_weights;
 };
 
-// Per-thread scratch: the corners of one (query, head)'s points, and rows that stand in for
-// corners outside their level.
+// Level of each point of one (query, head), per call: point e = level * points + p. Padded to
+// whole vectors (16 lanes at most) so that the last, partial block reads defined values.
+template <typename acc_t>
+struct PointTable {
+  PointTable(const Sizes& s, const int64_t* spatial_shapes, const int64_t* level_start_index)
+      : count(static_cast<int>(s.levels * s.points)), capacity((count + 15) / 16 * 16), height(capacity + 16, 1),
+        width(capacity + 16, 1), height_i(capacity + 16, 1), width_i(capacity + 16, 1),
+        first_key(capacity + 16, 0) {
+    for (int e = 0; e < count; ++e) {
+      const int64_t l = e / s.points;
+      height_i[e] = static_cast<int32_t>(spatial_shapes[2 * l]);
+      width_i[e] = static_cast<int32_t>(spatial_shapes[2 * l + 1]);
+      height[e] = acc_t(height_i[e]);
+      width[e] = acc_t(width_i[e]);
+      first_key[e] = static_cast<int32_t>(level_start_index[l]);
+    }
+  }
+  int count, capacity;
+  std::vector<acc_t> height, width;
+  std::vector<int32_t> height_i, width_i, first_key;
+};
+
+// Geometry of the points of one (query, head), structure of arrays: corner k of point e at
+// [k * capacity + e]. `offset` is the corner's element offset from value[b, 0, h, 0] (fits
+// int32: checked per call), `valid` says it is inside its level; `weight` is the bilinear
+// weight (0 outside), times the attention weight in the forward pass. ly/lx are NaN along a
+// non-finite axis (msda_sampling.h), `finite` is 0 for a non-finite location.
+template <typename acc_t>
+struct Points {
+  explicit Points(int capacity)
+      : capacity(capacity), offset(4 * capacity + 64), valid(4 * capacity + 64), weight(4 * capacity + 64),
+        ly(capacity + 16), lx(capacity + 16), finite(capacity + 16) {}
+  int capacity;
+  std::vector<int32_t> offset, valid;
+  std::vector<acc_t> weight, ly, lx;
+  std::vector<int32_t> finite;
+};
+
+template <typename acc_t>
+using LaneInt = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
+
+// The arithmetic of sample_location() / bilinear() (msda_sampling.h, shared with DCNv3),
+// written lane-wise over L points at a time because GCC does not vectorise the scalar form.
+// `loc` holds the (x, y) pairs and `attention` the weights of the (query, head)'s points.
+template <bool kForward, int L, typename scalar_t, typename acc_t>
+DCNV3_INLINE void compute_points(const PointTable<acc_t>& table, const scalar_t* __restrict loc,
+                                 const scalar_t* __restrict attention, int32_t key_stride, Points<acc_t>& pts) {
+  using VF = Vec<acc_t, L>;
+  using VI = Vec<LaneInt<acc_t>, L>;
+  using V32 = Vec<int32_t, L>;
+  const int count = table.count, cap = pts.capacity;
+  scalar_t staged_loc[2 * L], staged_attention[L];
+  for (int e = 0; e < count; e += L) {
+    const scalar_t* xy = loc + 2 * e;
+    const scalar_t* att = attention + e;
+    if (e + L > count) {  // partial block: zero-padded copies (the padding lanes are never read)
+      for (int l = 0; l < L; ++l) {
+        const bool live = e + l < count;
+        staged_loc[2 * l] = live ? xy[2 * l] : scalar_t(0);
+        staged_loc[2 * l + 1] = live ? xy[2 * l + 1] : scalar_t(0);
+        staged_attention[l] = live ? att[l] : scalar_t(0);
+      }
+      xy = staged_loc;
+      att = staged_attention;
+    }
+    VF loc_x, loc_y, a;
+    for (int l = 0; l < L; ++l) {
+      loc_x[l] = static_cast<acc_t>(xy[2 * l]);
+      loc_y[l] = static_cast<acc_t>(xy[2 * l + 1]);
+      a[l] = kForward ? static_cast<acc_t>(att[l]) : acc_t(1);
+    }
+    const VF height = load<L, acc_t>(table.height.data() + e), width = load<L, acc_t>(table.width.data() + e);
+    VI height_i, width_i, first_key;
+    for (int l = 0; l < L; ++l) {
+      height_i[l] = table.height_i[e + l];
+      width_i[l] = table.width_i[e + l];
+      first_key[l] = table.first_key[e + l];
+    }
+    const VF x = loc_x * width - acc_t(0.5), y = loc_y * height - acc_t(0.5);
+    const VI finite_x = (x - x) == acc_t(0), finite_y = (y - y) == acc_t(0);  // inf - inf and NaN are NaN
+    const VI inside = (y > acc_t(-1)) & (x > acc_t(-1)) & (y < height) & (x < width);
+    VF ys = y > acc_t(-2) ? y : acc_t(-2), xs = x > acc_t(-2) ? x : acc_t(-2);
+    ys = ys < height ? ys : height;
+    xs = xs < width ? xs : width;
+    VI y0 = __builtin_convertvector(ys, VI), x0 = __builtin_convertvector(xs, VI);
+    y0 += __builtin_convertvector(y0, VF) > ys;  // floor: truncation went up for negatives (lanes -1/0)
+    x0 += __builtin_convertvector(x0, VF) > xs;
+    const VF ly = ys - __builtin_convertvector(y0, VF), lx = xs - __builtin_convertvector(x0, VF);
+    const VF hy = acc_t(1) - ly, hx = acc_t(1) - lx;
+    const VI top = inside & (y0 >= 0), bottom = inside & (y0 + 1 < height_i);
+    const VI left = x0 >= 0, right = x0 + 1 < width_i;
+    const VI valid[4] = {top & left, top & right, bottom & left, bottom & right};
+    const VF bilinear_weight[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+    const VI pixel = first_key + y0 * width_i + x0;
+    const VI corner[4] = {pixel, pixel + 1, pixel + width_i, pixel + width_i + 1};
+    for (int k = 0; k < 4; ++k) {
+      const V32 offset = __builtin_convertvector(corner[k] * LaneInt<acc_t>(key_stride), V32);
+      std::memcpy(pts.offset.data() + k * cap + e, &offset, sizeof(offset));
+      const V32 valid32 = __builtin_convertvector(valid[k], V32);
+      std::memcpy(pts.valid.data() + k * cap + e, &valid32, sizeof(valid32));
+      // 0 * attention outside, not 0: a NaN attention weight makes the sum NaN, as in the reference.
+      store<L>(pts.weight.data() + k * cap + e, (valid[k] ? bilinear_weight[k] : VF{}) * a);
+    }
+    const V32 finite = __builtin_convertvector(finite_x & finite_y, V32);
+    std::memcpy(pts.finite.data() + e, &finite, sizeof(finite));
+    if constexpr (!kForward) {
+      store<L>(pts.ly.data() + e, finite_y ? ly : VF{} + acc_t(NAN));
+      store<L>(pts.lx.data() + e, finite_x ? lx : VF{} + acc_t(NAN));
+    }
+  }
+}
+
+// Per-thread scratch.
 template <typename scalar_t>
 struct Scratch {
   using acc_t = at::opmath_type<scalar_t>;
-  explicit Scratch(const Sizes& s)
-      : corner(4 * s.levels * s.points), weight(4 * s.levels * s.points),
-        zeros(s.head_dim, scalar_t(0)), sink(s.head_dim), go(s.head_dim), acc(s.head_dim) {}
-  std::vector<const scalar_t*> corner;  // entry e = point * 4 + k
-  std::vector<acc_t> weight;            // bilinear weight * attention weight (forward)
+  Scratch(const Sizes& s, int capacity)
+      : points(capacity), corner(4 * capacity), zeros(s.head_dim, scalar_t(0)), sink(s.head_dim),
+        go(s.head_dim), acc(s.head_dim) {}
+  Points<acc_t> points;
+  std::vector<const scalar_t*> corner;  // forward: corner pointers, [k * capacity + e]
   std::vector<scalar_t> zeros;          // read by corners outside the level
   std::vector<acc_t> sink;              // written by corners outside the level (backward)
   std::vector<acc_t> go;                // one head's grad_output in acc_t
   std::vector<acc_t> acc;               // one head's output in acc_t
 };
 
-// out[c..] += sum over entries e of weight[e] * corner[e][c..], for R vectors of N lanes;
-// R independent accumulators keep the FMA pipeline full.
+// out[c..] = sum over corners k and points e of weight * corner[c..], for R vectors of N
+// lanes. Two accumulator sets (even and odd corners) halve the dependency chains.
 template <int N, int R, typename scalar_t, typename acc_t>
-DCNV3_INLINE void gather_block(const scalar_t* const* corner, const acc_t* weight, int entries, int c,
+DCNV3_INLINE void gather_block(const scalar_t* const* corner, const acc_t* weight, int cap, int count, int c,
                                acc_t* out) {
-  Vec<acc_t, N> acc[R] = {};
-  for (int e = 0; e < entries; ++e) {
-    const acc_t w = weight[e];
-    const scalar_t* src = corner[e] + c;
-    for (int r = 0; r < R; ++r) acc[r] += w * load<N, acc_t>(src + r * N);
+  Vec<acc_t, N> acc[2][R] = {};
+  for (int k = 0; k < 4; ++k) {
+    const scalar_t* const* ptr = corner + k * cap;
+    const acc_t* w = weight + k * cap;
+    for (int e = 0; e < count; ++e) {
+      const scalar_t* src = ptr[e] + c;
+      for (int r = 0; r < R; ++r) acc[k & 1][r] += w[e] * load<N, acc_t>(src + r * N);
+    }
   }
-  for (int r = 0; r < R; ++r) store<N>(out + c + r * N, acc[r]);
+  for (int r = 0; r < R; ++r) store<N>(out + c + r * N, acc[0][r] + acc[1][r]);
 }
 
 template <int N, typename scalar_t, typename acc_t>
-DCNV3_INLINE void gather_channels(const scalar_t* const* corner, const acc_t* weight, int entries,
-                                  int& c, int head_dim, acc_t* out) {
-  for (; c + 4 * N <= head_dim; c += 4 * N) gather_block<N, 4>(corner, weight, entries, c, out);
+DCNV3_INLINE void gather_channels(const scalar_t* const* corner, const acc_t* weight, int cap, int count, int& c,
+                                  int head_dim, acc_t* out) {
+  for (; c + 4 * N <= head_dim; c += 4 * N) gather_block<N, 4>(corner, weight, cap, count, c, out);
   if (c + 2 * N <= head_dim) {
-    gather_block<N, 2>(corner, weight, entries, c, out);
+    gather_block<N, 2>(corner, weight, cap, count, c, out);
     c += 2 * N;
   }
   if (c + N <= head_dim) {
-    gather_block<N, 1>(corner, weight, entries, c, out);
+    gather_block<N, 1>(corner, weight, cap, count, c, out);
     c += N;
   }
 }
 
 template <typename scalar_t, int kBytes>
-DCNV3_INLINE void forward_range(const Args<scalar_t>& a, int64_t begin, int64_t end,
-                                Scratch<scalar_t>& scratch) {
+DCNV3_INLINE void forward_range(const Args<scalar_t>& a,
+                                int64_t begin, int64_t end, Scratch<scalar_t>& scratch) {
   using acc_t = at::opmath_type<scalar_t>;
+  const PointTable<acc_t>& table = *a.table;
   constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
   const Sizes& s = a.s;
   const int head_dim = static_cast<int>(s.head_dim);
-  const int64_t key_stride = s.heads * s.head_dim;  // between neighbouring keys of one head
-  const int entries = static_cast<int>(4 * s.levels * s.points);
+  const int32_t key_stride = static_cast<int32_t>(s.heads * s.head_dim);
+  const int count = table.count, cap = scratch.points.capacity;
+  Points<acc_t>& pts = scratch.points;
   const scalar_t** corner = scratch.corner.data();
-  acc_t* weight = scratch.weight.data();
+  const acc_t* weight = pts.weight.data();
   acc_t* acc = scratch.acc.data();
-  for (int64_t index = begin; index < end; ++index) {  // index = b * queries + q
-    const int64_t b = index / s.queries;
-    for (int64_t h = 0; h < s.heads; ++h) {
-      const int64_t point0 = (index * s.heads + h) * s.levels * s.points;
-      const scalar_t* loc = a.sampling_locations + 2 * point0;
-      const scalar_t* attention = a.attention_weights + point0;
-      bool finite = true;
-      int e = 0;
-      for (int64_t l = 0; l < s.levels; ++l) {
-        const int height = static_cast<int>(a.spatial_shapes[2 * l]);
-        const int width = static_cast<int>(a.spatial_shapes[2 * l + 1]);
-        const scalar_t* level = a.value + ((b * s.keys + a.level_start_index[l]) * s.heads + h) * s.head_dim;
-        for (int64_t p = 0; p < s.points; ++p, loc += 2, ++attention) {
-          Bilinear<acc_t> bl;
-          finite &= sample_location(static_cast<acc_t>(loc[0]), static_cast<acc_t>(loc[1]), height, width, bl);
-          const acc_t w = static_cast<acc_t>(*attention);
-          for (int k = 0; k < 4; ++k, ++e) {
-            corner[e] = bl.valid[k] ? level + int64_t(corner_pixel(bl, k, width)) * key_stride
-                                    : scratch.zeros.data();
-            weight[e] = bl.weight[k] * w;
-          }
-        }
+  // Heads outer, queries inner: neighbouring queries sample neighbouring pixels, and one
+  // head's slice of value is 1/heads of the cache footprint of all of them.
+  for (int64_t task = begin; task < end; ++task) {  // task = (b * heads + h) * queries + q
+    const int64_t q = task % s.queries;
+    const int64_t h = (task / s.queries) % s.heads;
+    const int64_t b = task / (s.queries * s.heads);
+    const int64_t bqh = (b * s.queries + q) * s.heads + h;
+    const int64_t point0 = bqh * count;
+    // The next queries' locations sit heads * points * 2 values apart: fetch them early.
+    const scalar_t* ahead = a.sampling_locations + 2 * (point0 + 4 * s.heads * count);
+    for (int i = 0; i < 2 * count; i += 64 / int(sizeof(scalar_t))) __builtin_prefetch(ahead + i);
+    __builtin_prefetch(a.attention_weights + point0 + 4 * s.heads * count);
+    compute_points<true, kWide<acc_t, kBytes>>(table, a.sampling_locations + 2 * point0,
+                                                a.attention_weights + point0, key_stride, pts);
+    const scalar_t* head_value = a.value + (b * s.keys * s.heads + h) * s.head_dim;
+    int32_t finite = -1;
+    for (int e = 0; e < count; ++e) finite &= pts.finite[e];
+    for (int i = 0; i < 4 * cap; i += cap) {
+      for (int e = 0; e < count; ++e)
+        corner[i + e] = pts.valid[i + e] ? head_value + pts.offset[i + e] : scratch.zeros.data();
+    }
+    int c = 0;
+    gather_channels<wide>(corner, weight, cap, count, c, head_dim, acc);
+    if constexpr (narrow >= 2) {
+      if (c + narrow <= head_dim) {
+        gather_block<narrow, 1>(corner, weight, cap, count, c, acc);
+        c += narrow;
       }
-      int c = 0;
-      gather_channels<wide>(corner, weight, entries, c, head_dim, acc);
-      if constexpr (narrow >= 2) {
-        if (c + narrow <= head_dim) {
-          gather_block<narrow, 1>(corner, weight, entries, c, acc);
-          c += narrow;
-        }
-      }
-      for (; c < head_dim; ++c) {
-        acc_t sum = 0;
-        for (int i = 0; i < entries; ++i) sum += weight[i] * static_cast<acc_t>(corner[i][c]);
-        acc[c] = sum;
-      }
-      scalar_t* out = a.output + (index * s.heads + h) * s.head_dim;
-      if (finite) {
-        for (int i = 0; i < head_dim; ++i) out[i] = static_cast<scalar_t>(acc[i]);
-      } else {  // grid_sample: a non-finite location makes the sample, and so the sum, NaN
-        for (int i = 0; i < head_dim; ++i) out[i] = std::numeric_limits<scalar_t>::quiet_NaN();
-      }
+    }
+    for (; c < head_dim; ++c) {
+      acc_t sum = 0;
+      for (int i = 0; i < 4 * cap; i += cap)
+        for (int e = 0; e < count; ++e) sum += weight[i + e] * static_cast<acc_t>(corner[i + e][c]);
+      acc[c] = sum;
+    }
+    scalar_t* out = a.output + bqh * s.head_dim;
+    if (finite) {
+      for (int i = 0; i < head_dim; ++i) out[i] = static_cast<scalar_t>(acc[i]);
+    } else {  // grid_sample: a non-finite location makes the sample, and so the sum, NaN
+      for (int i = 0; i < head_dim; ++i) out[i] = std::numeric_limits<scalar_t>::quiet_NaN();
     }
   }
 }
 
 template <typename scalar_t, int kBytes>
-DCNV3_INLINE void backward_range(const Args<scalar_t>& a, int64_t begin, int64_t end,
-                                 Scratch<scalar_t>& scratch) {
+DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
+                                 int64_t begin, int64_t end, Scratch<scalar_t>& scratch) {
   using acc_t = at::opmath_type<scalar_t>;
+  const PointTable<acc_t>& table = *a.table;
   constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
   const Sizes& s = a.s;
   const int head_dim = static_cast<int>(s.head_dim);
-  const int64_t key_stride = s.heads * s.head_dim;
+  const int32_t key_stride = static_cast<int32_t>(s.heads * s.head_dim);
+  const int count = table.count, cap = scratch.points.capacity;
+  const Points<acc_t>& pts = scratch.points;
   acc_t* go = scratch.go.data();
   for (int64_t task = begin; task < end; ++task) {  // task = b * heads + h
     const int64_t b = task / s.heads, h = task % s.heads;
+    const int64_t head_offset = (b * s.keys * s.heads + h) * s.head_dim;
+    const scalar_t* head_value = a.value + head_offset;
+    acc_t* head_grad = a.grad_value + head_offset;
     for (int64_t q = 0; q < s.queries; ++q) {
-      const int64_t bq = b * s.queries + q;
-      const scalar_t* gout = a.grad_output + (bq * s.heads + h) * s.head_dim;
+      const int64_t bqh = (b * s.queries + q) * s.heads + h;
+      const scalar_t* gout = a.grad_output + bqh * s.head_dim;
       for (int c = 0; c < head_dim; ++c) go[c] = static_cast<acc_t>(gout[c]);
-      const int64_t point0 = (bq * s.heads + h) * s.levels * s.points;
-      for (int64_t l = 0; l < s.levels; ++l) {
-        const int height = static_cast<int>(a.spatial_shapes[2 * l]);
-        const int width = static_cast<int>(a.spatial_shapes[2 * l + 1]);
-        const int64_t level_offset = ((b * s.keys + a.level_start_index[l]) * s.heads + h) * s.head_dim;
-        for (int64_t p = 0; p < s.points; ++p) {
-          const int64_t point = point0 + l * s.points + p;
-          const scalar_t* loc = a.sampling_locations + 2 * point;
-          Bilinear<acc_t> bl;
-          const bool finite =
-              sample_location(static_cast<acc_t>(loc[0]), static_cast<acc_t>(loc[1]), height, width, bl);
-          const acc_t attention = static_cast<acc_t>(a.attention_weights[point]);
-          const scalar_t* src[4];
-          acc_t* dst[4];
-          acc_t mw[4];
-          for (int k = 0; k < 4; ++k) {
-            const int64_t offset = level_offset + int64_t(corner_pixel(bl, k, width)) * key_stride;
-            src[k] = bl.valid[k] ? a.value + offset : scratch.zeros.data();
-            dst[k] = bl.valid[k] ? a.grad_value + offset : scratch.sink.data();
-            mw[k] = attention * bl.weight[k];
-          }
-          int c = 0;
-          Vec<acc_t, wide> prod[4] = {};
-          scatter_and_products<wide>(go, src, dst, mw, c, head_dim, prod);
-          acc_t d[4];
-          for (int k = 0; k < 4; ++k) d[k] = horizontal_sum<wide, acc_t>(prod[k]);
-          if constexpr (narrow >= 2) {
-            Vec<acc_t, narrow> prod_narrow[4] = {};
-            scatter_and_products<narrow>(go, src, dst, mw, c, head_dim, prod_narrow);
-            for (int k = 0; k < 4; ++k) d[k] += horizontal_sum<narrow, acc_t>(prod_narrow[k]);
-          }
-          for (; c < head_dim; ++c) {
-            for (int k = 0; k < 4; ++k) {
-              d[k] += go[c] * static_cast<acc_t>(src[k][c]);
-              dst[k][c] += mw[k] * go[c];
-            }
-          }
-          acc_t grad_x, grad_y, grad_attention;
-          location_and_attention_grads(bl, d, attention, finite, height, width, grad_x, grad_y,
-                                       grad_attention);
-          a.grad_sampling_locations[2 * point] = static_cast<scalar_t>(grad_x);
-          a.grad_sampling_locations[2 * point + 1] = static_cast<scalar_t>(grad_y);
-          a.grad_attention_weights[point] = static_cast<scalar_t>(grad_attention);
+      const int64_t point0 = bqh * count;
+      compute_points<false, kWide<acc_t, kBytes>>(table, a.sampling_locations + 2 * point0,
+                                                   a.attention_weights + point0, key_stride, scratch.points);
+      for (int e = 0; e < count; ++e) {
+        const int64_t point = point0 + e;
+        const acc_t attention = static_cast<acc_t>(a.attention_weights[point]);
+        Bilinear<acc_t> bl;
+        const scalar_t* src[4];
+        acc_t* dst[4];
+        acc_t mw[4];
+        for (int k = 0; k < 4; ++k) {
+          const int i = k * cap + e;
+          src[k] = pts.valid[i] ? head_value + pts.offset[i] : scratch.zeros.data();
+          dst[k] = pts.valid[i] ? head_grad + pts.offset[i] : scratch.sink.data();
+          bl.weight[k] = pts.weight[i];
+          mw[k] = attention * pts.weight[i];
         }
+        bl.ly = pts.ly[e];
+        bl.lx = pts.lx[e];
+        int c = 0;
+        Vec<acc_t, wide> prod[4] = {};
+        scatter_and_products<wide>(go, src, dst, mw, c, head_dim, prod);
+        acc_t d[4];
+        for (int k = 0; k < 4; ++k) d[k] = horizontal_sum<wide, acc_t>(prod[k]);
+        if constexpr (narrow >= 2) {
+          Vec<acc_t, narrow> prod_narrow[4] = {};
+          scatter_and_products<narrow>(go, src, dst, mw, c, head_dim, prod_narrow);
+          for (int k = 0; k < 4; ++k) d[k] += horizontal_sum<narrow, acc_t>(prod_narrow[k]);
+        }
+        for (; c < head_dim; ++c) {
+          for (int k = 0; k < 4; ++k) {
+            d[k] += go[c] * static_cast<acc_t>(src[k][c]);
+            dst[k][c] += mw[k] * go[c];
+          }
+        }
+        acc_t grad_x, grad_y, grad_attention;
+        location_and_attention_grads(bl, d, attention, pts.finite[e] != 0, table.height_i[e], table.width_i[e],
+                                     grad_x, grad_y, grad_attention);
+        a.grad_sampling_locations[2 * point] = static_cast<scalar_t>(grad_x);
+        a.grad_sampling_locations[2 * point + 1] = static_cast<scalar_t>(grad_y);
+        a.grad_attention_weights[point] = static_cast<scalar_t>(grad_attention);
       }
     }
   }
@@ -241,12 +362,20 @@ __attribute__((flatten)) void backward_default(const Args<scalar_t>& a, int64_t 
   backward_range<scalar_t, 16>(a, begin, end, scratch);
 }
 
+// Corner offsets inside one image's value are int32 (CPU kernels).
+void check_offsets_fit(const Sizes& s) {
+  TORCH_CHECK((s.keys + 1) * s.heads * s.head_dim < (int64_t(1) << 31),
+              "msda: value has ", s.keys * s.heads * s.head_dim,
+              " elements per image; the CPU kernels support fewer than 2^31");
+}
+
 template <typename scalar_t>
 void run(const Args<scalar_t>& a, bool backward) {
+  check_offsets_fit(a.s);
   const Isa isa = active_isa();
-  const int64_t tasks = backward ? a.s.batch * a.s.heads : a.s.batch * a.s.queries;
-  at::parallel_for(0, tasks, backward ? 1 : 16, [&](int64_t begin, int64_t end) {
-    Scratch<scalar_t> scratch(a.s);
+  const int64_t tasks = backward ? a.s.batch * a.s.heads : a.s.batch * a.s.heads * a.s.queries;
+  at::parallel_for(0, tasks, backward ? 1 : 64, [&](int64_t begin, int64_t end) {
+    Scratch<scalar_t> scratch(a.s, a.table->capacity);
     switch (isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
       case Isa::kAvx512:
@@ -288,6 +417,8 @@ at::Tensor msda_forward_cpu(const at::Tensor& value, const at::Tensor& spatial_s
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, call.value.scalar_type(), "msda_forward_cpu", [&] {
     Args<scalar_t> a = common_args<scalar_t>(call.value, call.spatial_shapes, call.level_start_index,
                                              call.sampling_locations, call.attention_weights, call.s);
+    const PointTable<at::opmath_type<scalar_t>> table(call.s, a.spatial_shapes, a.level_start_index);
+    a.table = &table;
     a.output = call.output.mutable_data_ptr<scalar_t>();
     run(a, false);
   });
@@ -309,6 +440,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, call.value.scalar_type(), "msda_backward_cpu", [&] {
     Args<scalar_t> a = common_args<scalar_t>(call.value, call.spatial_shapes, call.level_start_index,
                                              call.sampling_locations, call.attention_weights, call.s);
+    const PointTable<at::opmath_type<scalar_t>> table(call.s, a.spatial_shapes, a.level_start_index);
+    a.table = &table;
     a.grad_output = call.grad_output.const_data_ptr<scalar_t>();
     a.grad_value = call.grad_value.mutable_data_ptr<at::opmath_type<scalar_t>>();
     a.grad_sampling_locations = call.grad_sampling_locations.mutable_data_ptr<scalar_t>();
