@@ -1,7 +1,7 @@
 // CPU kernels of ops_dcnv3::msda (multi-scale deformable attention): float64, float32 and
 // bfloat16 (accumulating in float32); float16 runs through float32 copies.
 //
-// Forward: parallel over (batch, head, query) triples, each writing its own head_dim outputs.
+// Forward: parallel over (batch, query, head) triples, each writing its own head_dim outputs.
 // Backward: parallel over (batch, head) pairs. A pair's writes (grad_value[b, :, h, :] and the
 // location/attention gradients of its points) belong to it alone: no atomics, and the
 // result is deterministic.
@@ -93,14 +93,16 @@ using LaneInt = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
 // The arithmetic of sample_location() / bilinear() (msda_sampling.h, shared with DCNv3),
 // written lane-wise over L points at a time because GCC does not vectorise the scalar form.
 // `loc` holds the (x, y) pairs and `attention` the weights of the (query, head)'s points.
+// Returns whether every location is finite.
 template <bool kForward, int L, typename scalar_t, typename acc_t>
-DCNV3_INLINE void compute_points(const PointTable<acc_t>& table, const scalar_t* __restrict loc,
+DCNV3_INLINE bool compute_points(const PointTable<acc_t>& table, const scalar_t* __restrict loc,
                                  const scalar_t* __restrict attention, int32_t key_stride, Points<acc_t>& pts) {
   using VF = Vec<acc_t, L>;
   using VI = Vec<LaneInt<acc_t>, L>;
   using V32 = Vec<int32_t, L>;
   const int count = table.count, cap = pts.capacity;
   scalar_t staged_loc[2 * L], staged_attention[L];
+  V32 all_finite = V32{} - 1;
   for (int e = 0; e < count; e += L) {
     const scalar_t* xy = loc + 2 * e;
     const scalar_t* att = attention + e;
@@ -154,11 +156,16 @@ DCNV3_INLINE void compute_points(const PointTable<acc_t>& table, const scalar_t*
     }
     const V32 finite = __builtin_convertvector(finite_x & finite_y, V32);
     std::memcpy(pts.finite.data() + e, &finite, sizeof(finite));
+    all_finite &= finite;  // padding lanes hold (0, 0): finite
     if constexpr (!kForward) {
       store<L>(pts.ly.data() + e, finite_y ? ly : VF{} + acc_t(NAN));
       store<L>(pts.lx.data() + e, finite_x ? lx : VF{} + acc_t(NAN));
     }
   }
+  // Reduced in registers: reading back the lanes just stored would stall on store forwarding.
+  int32_t reduced = -1;
+  for (int l = 0; l < L; ++l) reduced &= all_finite[l];
+  return reduced != 0;
 }
 
 // Per-thread scratch.
@@ -221,23 +228,31 @@ DCNV3_INLINE void forward_range(const Args<scalar_t>& a,
   const scalar_t** corner = scratch.corner.data();
   const acc_t* weight = pts.weight.data();
   acc_t* acc = scratch.acc.data();
-  // Heads outer, queries inner: neighbouring queries sample neighbouring pixels, and one
-  // head's slice of value is 1/heads of the cache footprint of all of them.
-  for (int64_t task = begin; task < end; ++task) {  // task = (b * heads + h) * queries + q
-    const int64_t q = task % s.queries;
-    const int64_t h = (task / s.queries) % s.heads;
-    const int64_t b = task / (s.queries * s.heads);
+  // task = (b * queries + q) * heads + h, in memory order of the locations and the output; the
+  // heads of a query read neighbouring slices of the same keys. Counted without divisions (a
+  // task can be only a few points).
+  int64_t h = begin % s.heads, q = (begin / s.heads) % s.queries, b = begin / (s.heads * s.queries);
+  for (int64_t task = begin; task < end; ++task, ++h) {
+    if (h == s.heads) {
+      h = 0;
+      if (++q == s.queries) {
+        q = 0;
+        ++b;
+      }
+    }
     const int64_t bqh = (b * s.queries + q) * s.heads + h;
     const int64_t point0 = bqh * count;
-    // The next queries' locations sit heads * points * 2 values apart: fetch them early.
-    const scalar_t* ahead = a.sampling_locations + 2 * (point0 + 4 * s.heads * count);
+    // Fetch the locations of a few tasks ahead early (the gather's loads dominate otherwise).
+    const scalar_t* ahead = a.sampling_locations + 2 * (point0 + 4 * count);
     for (int i = 0; i < 2 * count; i += 64 / int(sizeof(scalar_t))) __builtin_prefetch(ahead + i);
-    __builtin_prefetch(a.attention_weights + point0 + 4 * s.heads * count);
-    compute_points<true, kWide<acc_t, kBytes>>(table, a.sampling_locations + 2 * point0,
-                                                a.attention_weights + point0, key_stride, pts);
+    __builtin_prefetch(a.attention_weights + point0 + 4 * count);
+    const bool finite =
+        count <= narrow  // few points (one level): half-width lanes waste less
+            ? compute_points<true, (narrow >= 2 ? narrow : wide)>(table, a.sampling_locations + 2 * point0,
+                                                                  a.attention_weights + point0, key_stride, pts)
+            : compute_points<true, wide>(table, a.sampling_locations + 2 * point0, a.attention_weights + point0,
+                                         key_stride, pts);
     const scalar_t* head_value = a.value + (b * s.keys * s.heads + h) * s.head_dim;
-    int32_t finite = -1;
-    for (int e = 0; e < count; ++e) finite &= pts.finite[e];
     for (int i = 0; i < 4 * cap; i += cap) {
       for (int e = 0; e < count; ++e)
         corner[i + e] = pts.valid[i + e] ? head_value + pts.offset[i + e] : scratch.zeros.data();
@@ -287,8 +302,14 @@ DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
       const scalar_t* gout = a.grad_output + bqh * s.head_dim;
       for (int c = 0; c < head_dim; ++c) go[c] = static_cast<acc_t>(gout[c]);
       const int64_t point0 = bqh * count;
-      compute_points<false, kWide<acc_t, kBytes>>(table, a.sampling_locations + 2 * point0,
-                                                   a.attention_weights + point0, key_stride, scratch.points);
+      if (count <= narrow) {
+        compute_points<false, (narrow >= 2 ? narrow : wide)>(table, a.sampling_locations + 2 * point0,
+                                                             a.attention_weights + point0, key_stride,
+                                                             scratch.points);
+      } else {
+        compute_points<false, wide>(table, a.sampling_locations + 2 * point0, a.attention_weights + point0,
+                                    key_stride, scratch.points);
+      }
       for (int e = 0; e < count; ++e) {
         const int64_t point = point0 + e;
         const acc_t attention = static_cast<acc_t>(a.attention_weights[point]);
