@@ -46,20 +46,28 @@ def mmcv_has_cuda_kernel() -> bool:
 
 
 def _make_pytorch_function(original):
-    def multi_scale_deformable_attn_pytorch(value: torch.Tensor, value_spatial_shapes: torch.Tensor,
-                                            sampling_locations: torch.Tensor,
-                                            attention_weights: torch.Tensor) -> torch.Tensor:
+    def multi_scale_deformable_attn_pytorch(
+        value: torch.Tensor,
+        value_spatial_shapes: torch.Tensor,
+        sampling_locations: torch.Tensor,
+        attention_weights: torch.Tensor,
+    ) -> torch.Tensor:
         if not kernel_available(value.device):
             return original(value, value_spatial_shapes, sampling_locations, attention_weights)
         dtype = _common_dtype(value, sampling_locations, attention_weights)
         out = multi_scale_deformable_attn(
-            value.to(dtype), value_spatial_shapes, level_start_index_of(value_spatial_shapes),
-            sampling_locations.to(dtype), attention_weights.to(dtype))
+            value.to(dtype),
+            value_spatial_shapes,
+            level_start_index_of(value_spatial_shapes),
+            sampling_locations.to(dtype),
+            attention_weights.to(dtype),
+        )
         return out.to(value.dtype)
 
     multi_scale_deformable_attn_pytorch.__doc__ = (
         f"{original.__doc__ or ''}\n\n(ops_dcnv3: runs the compiled MSDA kernel where one exists for the "
-        "device.)")
+        "device.)"
+    )
     multi_scale_deformable_attn_pytorch.__wrapped__ = original
     setattr(multi_scale_deformable_attn_pytorch, _MARK, True)
     return multi_scale_deformable_attn_pytorch
@@ -70,17 +78,36 @@ def _patch_function(function_class, use_ours) -> None:
     original_forward = function_class.forward
     original_backward = function_class.backward
 
-    def forward(ctx, value, value_spatial_shapes, value_level_start_index, sampling_locations,
-                attention_weights, im2col_step):
+    def forward(
+        ctx,
+        value,
+        value_spatial_shapes,
+        value_level_start_index,
+        sampling_locations,
+        attention_weights,
+        im2col_step,
+    ):
         ctx.ops_dcnv3 = use_ours(value.device)
         if not ctx.ops_dcnv3:
-            return original_forward(ctx, value, value_spatial_shapes, value_level_start_index,
-                                    sampling_locations, attention_weights, im2col_step)
+            return original_forward(
+                ctx,
+                value,
+                value_spatial_shapes,
+                value_level_start_index,
+                sampling_locations,
+                attention_weights,
+                im2col_step,
+            )
         ctx.dtypes = (value.dtype, sampling_locations.dtype, attention_weights.dtype)
         dtype = _common_dtype(value, sampling_locations, attention_weights)
         ctx.im2col_step = int(im2col_step)
-        tensors = (value.to(dtype), value_spatial_shapes, value_level_start_index, sampling_locations.to(dtype),
-                   attention_weights.to(dtype))
+        tensors = (
+            value.to(dtype),
+            value_spatial_shapes,
+            value_level_start_index,
+            sampling_locations.to(dtype),
+            attention_weights.to(dtype),
+        )
         ctx.save_for_backward(*tensors)
         return multi_scale_deformable_attn(*tensors, ctx.im2col_step).to(value.dtype)
 
@@ -90,11 +117,23 @@ def _patch_function(function_class, use_ours) -> None:
             return original_backward(ctx, grad_output)
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
         grad_value, grad_locations, grad_weights = torch.ops.ops_dcnv3.msda_backward(
-            grad_output.to(value.dtype), value, spatial_shapes, level_start_index, sampling_locations,
-            attention_weights, ctx.im2col_step)
+            grad_output.to(value.dtype),
+            value,
+            spatial_shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
+            ctx.im2col_step,
+        )
         value_dtype, locations_dtype, weights_dtype = ctx.dtypes
-        return (grad_value.to(value_dtype), None, None, grad_locations.to(locations_dtype),
-                grad_weights.to(weights_dtype), None)
+        return (
+            grad_value.to(value_dtype),
+            None,
+            None,
+            grad_locations.to(locations_dtype),
+            grad_weights.to(weights_dtype),
+            None,
+        )
 
     function_class.forward = staticmethod(forward)
     function_class.backward = staticmethod(backward)

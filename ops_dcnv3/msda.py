@@ -34,8 +34,11 @@ SCHEMA_PRESENT = EXTENSION_ERROR is None and hasattr(torch.ops.ops_dcnv3, "msda"
 def _kernel_devices() -> frozenset[str]:
     if not SCHEMA_PRESENT:
         return frozenset()
-    return frozenset(device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-                     if torch._C._dispatch_has_kernel_for_dispatch_key(OP, key))
+    return frozenset(
+        device
+        for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+        if torch._C._dispatch_has_kernel_for_dispatch_key(OP, key)
+    )
 
 
 # Device types with a compiled MSDA kernel, fixed at import (a set lookup keeps the dispatch
@@ -52,11 +55,17 @@ def _warn_fallback(device_type: str) -> None:
     if device_type in _warned_devices:
         return
     _warned_devices.add(device_type)
-    reason = (f"the compiled extension did not load ({EXTENSION_ERROR})" if EXTENSION_ERROR
-              else f"the compiled extension has no {device_type} MSDA kernel")
-    warnings.warn(f"ops_dcnv3: {reason}; multi-scale deformable attention uses the grid_sample reference on "
-                  f"{device_type}, which is much slower. Rebuild with `python setup.py build_ext --inplace`.",
-                  RuntimeWarning, stacklevel=3)
+    reason = (
+        f"the compiled extension did not load ({EXTENSION_ERROR})"
+        if EXTENSION_ERROR
+        else f"the compiled extension has no {device_type} MSDA kernel"
+    )
+    warnings.warn(
+        f"ops_dcnv3: {reason}; multi-scale deformable attention uses the grid_sample reference on "
+        f"{device_type}, which is much slower. Rebuild with `python setup.py build_ext --inplace`.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def level_start_index_of(spatial_shapes: torch.Tensor) -> torch.Tensor:
@@ -82,12 +91,14 @@ def multi_scale_deformable_attn(
     (batch, queries, heads * head_dim). ``im2col_step`` is accepted for mmcv's signature and
     never changes the result; any batch size works. Gradients flow to value,
     sampling_locations and attention_weights."""
-    check_msda_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-                    im2col_step)
+    check_msda_args(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+    )
     # The portable ONNX form traces the reference (standard operators only), see export.py.
     if value.device.type in KERNEL_DEVICES and not portable_tracing():
-        return torch.ops.ops_dcnv3.msda(value, spatial_shapes, level_start_index, sampling_locations,
-                                        attention_weights, int(im2col_step))
+        return torch.ops.ops_dcnv3.msda(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, int(im2col_step)
+        )
     if not portable_tracing():
         _warn_fallback(value.device.type)
     return multi_scale_deformable_attn_reference(value, spatial_shapes, sampling_locations, attention_weights)
@@ -98,11 +109,15 @@ def _fake_msda(value, spatial_shapes, level_start_index, sampling_locations, att
     return value.new_empty((batch, sampling_locations.shape[1], heads * head_dim))
 
 
-def _fake_msda_backward(grad_output, value, spatial_shapes, level_start_index, sampling_locations,
-                        attention_weights, im2col_step):
+def _fake_msda_backward(
+    grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+):
     # The kernels return contiguous gradients whatever the inputs' strides.
-    return (value.new_empty(value.shape), sampling_locations.new_empty(sampling_locations.shape),
-            attention_weights.new_empty(attention_weights.shape))
+    return (
+        value.new_empty(value.shape),
+        sampling_locations.new_empty(sampling_locations.shape),
+        attention_weights.new_empty(attention_weights.shape),
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -114,19 +129,33 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_output):
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
     grad_value, grad_locations, grad_weights = torch.ops.ops_dcnv3.msda_backward(
-        grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-        ctx.im2col_step)
+        grad_output,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        ctx.im2col_step,
+    )
     return grad_value, None, None, grad_locations, grad_weights, None
 
 
-def _onnx_symbolic(g, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-                   im2col_step):
+def _onnx_symbolic(
+    g, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
+):
     """mmdeploy's node for mmcv's MSDA, as mmdeploy 1.3's own symbolic writes it (what its
     TensorRT plugin implements): five inputs and ``im2col_step``."""
     from torch.onnx import symbolic_helper as sh
 
-    return g.op(ONNX_NODE, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-                im2col_step_i=sh._get_const(im2col_step, "i", "im2col_step"))
+    return g.op(
+        ONNX_NODE,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        im2col_step_i=sh._get_const(im2col_step, "i", "im2col_step"),
+    )
 
 
 def _register() -> None:
@@ -145,5 +174,10 @@ if SCHEMA_PRESENT:
     _register()
 
 
-__all__ = ["KERNEL_DEVICES", "kernel_available", "level_start_index_of", "multi_scale_deformable_attn",
-           "multi_scale_deformable_attn_reference"]
+__all__ = [
+    "KERNEL_DEVICES",
+    "kernel_available",
+    "level_start_index_of",
+    "multi_scale_deformable_attn",
+    "multi_scale_deformable_attn_reference",
+]

@@ -44,10 +44,13 @@ def multi_scale_deformable_attn_reference(
     first_key = 0
     for level, (h, w) in enumerate(level_sizes):
         # (batch, h*w, heads, head_dim) -> (batch * heads, head_dim, h, w)
-        image = value[:, first_key:first_key + h * w].to(dtype)
+        image = value[:, first_key : first_key + h * w].to(dtype)
         image = image.permute(0, 2, 3, 1).reshape(-1, head_dim, h, w)
-        per_level.append(F.grid_sample(image, grid[:, :, level], mode="bilinear", padding_mode="zeros",
-                                       align_corners=False))  # (batch * heads, head_dim, queries, points)
+        per_level.append(
+            F.grid_sample(
+                image, grid[:, :, level], mode="bilinear", padding_mode="zeros", align_corners=False
+            )
+        )  # (batch * heads, head_dim, queries, points)
         first_key += h * w
     samples = torch.stack(per_level, dim=3)  # (batch * heads, head_dim, queries, levels, points)
     weights = attention_weights.to(dtype).transpose(1, 2).reshape(-1, 1, queries, levels, points)

@@ -8,7 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ops_dcnv3.msda import level_start_index_of, multi_scale_deformable_attn, multi_scale_deformable_attn_reference
+from ops_dcnv3.msda import (
+    level_start_index_of,
+    multi_scale_deformable_attn,
+    multi_scale_deformable_attn_reference,
+)
 
 
 def mmcv_reference():
@@ -45,14 +49,30 @@ class Case:
         """value, spatial_shapes, level_start_index, sampling_locations, attention_weights."""
         gen = torch.Generator().manual_seed(seed)
         levels = len(self.levels)
-        value = torch.randn(self.batch, self.keys, self.heads, self.head_dim, generator=gen, dtype=torch.float64)
-        loc = torch.rand(self.batch, self.queries, self.heads, levels, self.points, 2, generator=gen,
-                         dtype=torch.float64) * (1 + 2 * self.spread) - self.spread
-        weights = torch.rand(self.batch, self.queries, self.heads, levels, self.points, generator=gen,
-                             dtype=torch.float64)
+        value = torch.randn(
+            self.batch, self.keys, self.heads, self.head_dim, generator=gen, dtype=torch.float64
+        )
+        loc = (
+            torch.rand(
+                self.batch,
+                self.queries,
+                self.heads,
+                levels,
+                self.points,
+                2,
+                generator=gen,
+                dtype=torch.float64,
+            )
+            * (1 + 2 * self.spread)
+            - self.spread
+        )
+        weights = torch.rand(
+            self.batch, self.queries, self.heads, levels, self.points, generator=gen, dtype=torch.float64
+        )
         shapes = torch.tensor(self.levels, dtype=torch.long, device=device)
-        value, loc, weights = (t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-                               for t in (value, loc, weights))
+        value, loc, weights = (
+            t.to(device=device, dtype=dtype).requires_grad_(requires_grad) for t in (value, loc, weights)
+        )
         return value, shapes, level_start_index_of(shapes), loc, weights
 
     def kernel_call(self, value, shapes, starts, loc, weights):
@@ -74,19 +94,24 @@ def differentiable(inputs):
     return value, loc, weights
 
 
-def assert_kernel_matches_reference(case: Case, dtype=torch.float64, device="cpu", seed=0, equal_nan=False,
-                                    inputs=None):
+def assert_kernel_matches_reference(
+    case: Case, dtype=torch.float64, device="cpu", seed=0, equal_nan=False, inputs=None
+):
     """Forward and the gradients of value, sampling_locations and attention_weights agree."""
     tol = TOLERANCES[dtype]
     inputs = inputs if inputs is not None else case.inputs(dtype, device, seed)
     out = case.kernel_call(*inputs)
     expected = case.reference_call(*inputs)
     assert out.shape == expected.shape == (case.batch, case.queries, case.heads * case.head_dim)
-    torch.testing.assert_close(out, expected, **tol, equal_nan=equal_nan, msg=lambda m: f"forward {case}: {m}")
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1),
-                       dtype=torch.float64).to(device=device, dtype=dtype)
+    torch.testing.assert_close(
+        out, expected, **tol, equal_nan=equal_nan, msg=lambda m: f"forward {case}: {m}"
+    )
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64).to(
+        device=device, dtype=dtype
+    )
     got = torch.autograd.grad(out, differentiable(inputs), grad)
     want = torch.autograd.grad(expected, differentiable(inputs), grad)
     for name, a, b in zip(GRAD_NAMES, got, want):
-        torch.testing.assert_close(a, b, **tol, equal_nan=equal_nan,
-                                   msg=lambda m, name=name: f"grad {name} {case}: {m}")
+        torch.testing.assert_close(
+            a, b, **tol, equal_nan=equal_nan, msg=lambda m, name=name: f"grad {name} {case}: {m}"
+        )

@@ -22,16 +22,20 @@ def _toolkit_present() -> bool:
 
 
 @pytest.mark.skipif(not extension_available(), reason="ops_dcnv3 extension not built")
-@pytest.mark.skipif(not _toolkit_present() or os.environ.get("WITH_CUDA") == "0",
-                    reason="no CUDA toolkit: CUDA kernels are not built")
+@pytest.mark.skipif(
+    not _toolkit_present() or os.environ.get("WITH_CUDA") == "0",
+    reason="no CUDA toolkit: CUDA kernels are not built",
+)
 def test_msda_cuda_kernels_were_compiled():
     """With a toolkit the build must include the MSDA CUDA kernels (registration is static,
     so this holds without a GPU)."""
     assert kernel_available("cuda")
 
 
-needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and kernel_available("cuda")),
-                               reason="needs a CUDA GPU and the MSDA CUDA kernels")
+needs_gpu = pytest.mark.skipif(
+    not (torch.cuda.is_available() and kernel_available("cuda")),
+    reason="needs a CUDA GPU and the MSDA CUDA kernels",
+)
 
 GPU_GRID = [
     Case(),
@@ -67,14 +71,19 @@ def test_cuda_half_precision(dtype):
 
 @needs_gpu
 def test_cuda_matches_cpu_kernel():
-    case = Case(batch=2, queries=50, heads=8, head_dim=32, levels=((20, 30), (10, 15), (5, 8), (3, 4)), points=4)
+    case = Case(
+        batch=2, queries=50, heads=8, head_dim=32, levels=((20, 30), (10, 15), (5, 8), (3, 4)), points=4
+    )
     cpu_inputs = case.inputs(torch.float32)
     gpu_inputs = [t.detach().cuda().requires_grad_(t.requires_grad) for t in cpu_inputs]
     out_cpu, out_gpu = case.kernel_call(*cpu_inputs), case.kernel_call(*gpu_inputs)
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, atol=1e-5, rtol=1e-5)
     grad = torch.randn(out_cpu.shape)
-    for name, a, b in zip(GRAD_NAMES, torch.autograd.grad(out_gpu, differentiable(gpu_inputs), grad.cuda()),
-                          torch.autograd.grad(out_cpu, differentiable(cpu_inputs), grad)):
+    for name, a, b in zip(
+        GRAD_NAMES,
+        torch.autograd.grad(out_gpu, differentiable(gpu_inputs), grad.cuda()),
+        torch.autograd.grad(out_cpu, differentiable(cpu_inputs), grad),
+    ):
         torch.testing.assert_close(a.cpu(), b, atol=1e-4, rtol=1e-4, msg=name)
 
 
@@ -82,8 +91,9 @@ def test_cuda_matches_cpu_kernel():
 def test_cuda_gradcheck():
     case = Case(batch=1, queries=3, levels=((3, 4), (2, 3)), head_dim=3)
     value, shapes, starts, loc, weights = case.inputs(torch.float64, "cuda")
-    assert torch.autograd.gradcheck(lambda v, x, w: case.kernel_call(v, shapes, starts, x, w),
-                                    (value, loc, weights), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda v, x, w: case.kernel_call(v, shapes, starts, x, w), (value, loc, weights), eps=1e-6, atol=1e-5
+    )
 
 
 @needs_gpu
@@ -107,16 +117,31 @@ def test_cuda_mmcv_module_uses_our_kernel_without_mmcv_cuda():
     if mmcv_msda.mmcv_has_cuda_kernel():
         pytest.skip("mmcv's extension has its own CUDA kernel")
     torch.manual_seed(0)
-    module = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=2, num_points=2,
-                                           batch_first=True).cuda().eval()
+    module = (
+        MultiScaleDeformableAttention(
+            embed_dims=32, num_heads=4, num_levels=2, num_points=2, batch_first=True
+        )
+        .cuda()
+        .eval()
+    )
     shapes = torch.tensor([[6, 7], [3, 4]], device="cuda")
     keys = 42 + 12
     query = torch.randn(2, 10, 32, device="cuda")
     value = torch.randn(2, keys, 32, device="cuda")
     ref_points = torch.rand(2, 10, 2, 2, device="cuda")
-    out = module(query, value=value, reference_points=ref_points, spatial_shapes=shapes,
-                 level_start_index=torch.tensor([0, 42], device="cuda"))
+    out = module(
+        query,
+        value=value,
+        reference_points=ref_points,
+        spatial_shapes=shapes,
+        level_start_index=torch.tensor([0, 42], device="cuda"),
+    )
     with torch.no_grad():
-        expected = module.cpu()(query.cpu(), value=value.cpu(), reference_points=ref_points.cpu(),
-                                spatial_shapes=shapes.cpu(), level_start_index=torch.tensor([0, 42]))
+        expected = module.cpu()(
+            query.cpu(),
+            value=value.cpu(),
+            reference_points=ref_points.cpu(),
+            spatial_shapes=shapes.cpu(),
+            level_start_index=torch.tensor([0, 42]),
+        )
     torch.testing.assert_close(out.detach().cpu(), expected, atol=1e-5, rtol=1e-5)

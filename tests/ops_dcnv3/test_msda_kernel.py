@@ -11,8 +11,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from msda_cases import (GRAD_NAMES, Case, assert_kernel_matches_reference, differentiable, mmcv_reference,
-                        reference)
+from msda_cases import (
+    GRAD_NAMES,
+    Case,
+    assert_kernel_matches_reference,
+    differentiable,
+    mmcv_reference,
+    reference,
+)
 
 from ops_dcnv3.msda import kernel_available, multi_scale_deformable_attn_reference
 
@@ -38,8 +44,10 @@ GRID = [
 
 
 def _id(case: Case) -> str:
-    return (f"b{case.batch}-q{case.queries}-h{case.heads}x{case.head_dim}-L{len(case.levels)}"
-            f"-{'_'.join(f'{h}x{w}' for h, w in case.levels)}-p{case.points}-s{case.spread}")
+    return (
+        f"b{case.batch}-q{case.queries}-h{case.heads}x{case.head_dim}-L{len(case.levels)}"
+        f"-{'_'.join(f'{h}x{w}' for h, w in case.levels)}-p{case.points}-s{case.spread}"
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -70,8 +78,11 @@ def test_our_reference_is_mmcvs():
     theirs = mmcv_function(value, shapes, loc, weights)
     torch.testing.assert_close(ours, theirs, atol=1e-10, rtol=1e-10)
     grad = torch.randn(ours.shape, dtype=torch.float64)
-    for name, a, b in zip(GRAD_NAMES, torch.autograd.grad(ours, differentiable(inputs), grad),
-                          torch.autograd.grad(theirs, differentiable(inputs), grad)):
+    for name, a, b in zip(
+        GRAD_NAMES,
+        torch.autograd.grad(ours, differentiable(inputs), grad),
+        torch.autograd.grad(theirs, differentiable(inputs), grad),
+    ):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=name)
 
 
@@ -98,26 +109,33 @@ def test_half_precision(dtype, isa, cpu_isas, monkeypatch):
         torch.testing.assert_close(a.float(), b, atol=2e-2 * b.abs().max().item(), rtol=2e-2, msg=name)
 
 
-@pytest.mark.parametrize("case", [Case(batch=1, queries=3, levels=((3, 4), (2, 3)), head_dim=3),
-                                  Case(batch=2, queries=2, heads=2, levels=((4, 3),), head_dim=2, points=2,
-                                       spread=0.6)])
+@pytest.mark.parametrize(
+    "case",
+    [
+        Case(batch=1, queries=3, levels=((3, 4), (2, 3)), head_dim=3),
+        Case(batch=2, queries=2, heads=2, levels=((4, 3),), head_dim=2, points=2, spread=0.6),
+    ],
+)
 def test_gradcheck(case: Case):
     value, shapes, starts, loc, weights = case.inputs(torch.float64)
-    assert torch.autograd.gradcheck(lambda v, x, w: case.kernel_call(v, shapes, starts, x, w),
-                                    (value, loc, weights), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda v, x, w: case.kernel_call(v, shapes, starts, x, w), (value, loc, weights), eps=1e-6, atol=1e-5
+    )
 
 
 def _nan_inputs():
     case = Case(levels=((5, 7), (3, 4)), queries=4, heads=2, head_dim=5)
     value, shapes, starts, loc, weights = case.inputs(requires_grad=False)
-    loc[0, 0, 0, 0, 0, 0] = math.nan           # x NaN
-    loc[0, 1, 1, 1, 2, 1] = math.inf           # y inf
+    loc[0, 0, 0, 0, 0, 0] = math.nan  # x NaN
+    loc[0, 1, 1, 1, 2, 1] = math.inf  # y inf
     loc[1, 2, 0, 0, 1] = torch.tensor([-math.inf, math.nan], dtype=loc.dtype)
-    loc[1, 3, 1, 1, 0, 0] = 1e30               # finite, far outside: no NaN
+    loc[1, 3, 1, 1, 0, 0] = 1e30  # finite, far outside: no NaN
     weights[1, 0, 1, 0, 0] = math.nan
-    value[0, 3, 1, 2] = math.nan               # a key some points read
+    value[0, 3, 1, 2] = math.nan  # a key some points read
     value[1, 40, 0, 0] = math.inf
-    return case, [t.requires_grad_() if t.is_floating_point() else t for t in (value, shapes, starts, loc, weights)]
+    return case, [
+        t.requires_grad_() if t.is_floating_point() else t for t in (value, shapes, starts, loc, weights)
+    ]
 
 
 def test_non_finite_inputs_propagate_like_grid_sample():
@@ -181,13 +199,25 @@ def test_empty_batch_or_queries(batch, queries):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    batch=st.integers(1, 2), queries=st.integers(1, 6), heads=st.integers(1, 3), head_dim=st.integers(1, 40),
+    batch=st.integers(1, 2),
+    queries=st.integers(1, 6),
+    heads=st.integers(1, 3),
+    head_dim=st.integers(1, 40),
     levels=st.lists(st.tuples(st.integers(1, 7), st.integers(1, 7)), min_size=1, max_size=4),
-    points=st.integers(1, 4), spread=st.sampled_from([0.0, 0.2, 1.0]), seed=st.integers(0, 2**16),
+    points=st.integers(1, 4),
+    spread=st.sampled_from([0.0, 0.2, 1.0]),
+    seed=st.integers(0, 2**16),
 )
 def test_fuzz_against_reference(batch, queries, heads, head_dim, levels, points, spread, seed):
-    case = Case(batch=batch, queries=queries, heads=heads, head_dim=head_dim, levels=tuple(levels),
-                points=points, spread=spread)
+    case = Case(
+        batch=batch,
+        queries=queries,
+        heads=heads,
+        head_dim=head_dim,
+        levels=tuple(levels),
+        points=points,
+        spread=spread,
+    )
     assert_kernel_matches_reference(case, torch.float64, seed=seed)
 
 

@@ -30,9 +30,16 @@ pytestmark = pytest.mark.skipif(not kernel_available("cpu"), reason="ops_dcnv3 M
 REPO = Path(__file__).resolve().parents[2]
 LEVELS = ((8, 9), (4, 5), (2, 3))
 KEYS = sum(h * w for h, w in LEVELS)
-PUBLISHED_NAMES = ["sampling_offsets.weight", "sampling_offsets.bias", "attention_weights.weight",
-                   "attention_weights.bias", "value_proj.weight", "value_proj.bias", "output_proj.weight",
-                   "output_proj.bias"]
+PUBLISHED_NAMES = [
+    "sampling_offsets.weight",
+    "sampling_offsets.bias",
+    "attention_weights.weight",
+    "attention_weights.bias",
+    "value_proj.weight",
+    "value_proj.bias",
+    "output_proj.weight",
+    "output_proj.bias",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +52,9 @@ def _installed():
 
 def _module(dtype=torch.float64) -> MultiScaleDeformableAttention:
     torch.manual_seed(0)
-    module = MultiScaleDeformableAttention(embed_dims=32, num_heads=4, num_levels=len(LEVELS), num_points=3,
-                                           batch_first=True, dropout=0.0)
+    module = MultiScaleDeformableAttention(
+        embed_dims=32, num_heads=4, num_levels=len(LEVELS), num_points=3, batch_first=True, dropout=0.0
+    )
     with torch.no_grad():  # away from the init (zero attention logits, tiny offsets)
         module.sampling_offsets.weight.normal_(0, 0.5)
         module.attention_weights.weight.normal_(0, 0.5)
@@ -60,7 +68,9 @@ def _call(module, dtype=torch.float64, seed=0):
     ref_points = torch.rand(2, 7, len(LEVELS), 2, generator=gen, dtype=dtype)
     shapes = torch.tensor(LEVELS)
     starts = torch.tensor([0, 72, 92])
-    out = module(query, value=value, reference_points=ref_points, spatial_shapes=shapes, level_start_index=starts)
+    out = module(
+        query, value=value, reference_points=ref_points, spatial_shapes=shapes, level_start_index=starts
+    )
     return out, (query, value)
 
 
@@ -99,8 +109,10 @@ def test_function_runs_on_cpu():
     expected = reference(value, shapes, loc, weights)
     torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-8)
     grad = torch.randn(out.shape, dtype=torch.float64)
-    for a, b in zip(torch.autograd.grad(out, (value, loc, weights), grad),
-                    torch.autograd.grad(expected, (value, loc, weights), grad)):
+    for a, b in zip(
+        torch.autograd.grad(out, (value, loc, weights), grad),
+        torch.autograd.grad(expected, (value, loc, weights), grad),
+    ):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
 
 
@@ -125,14 +137,26 @@ def _export(module, opset: int) -> onnx.ModelProto:
             self.attention = module
 
         def forward(self, query, value, ref_points):
-            return self.attention(query, value=value, reference_points=ref_points, spatial_shapes=shapes,
-                                  level_start_index=starts)
+            return self.attention(
+                query,
+                value=value,
+                reference_points=ref_points,
+                spatial_shapes=shapes,
+                level_start_index=starts,
+            )
 
     buffer = io.BytesIO()
     args = (torch.randn(1, 7, 32), torch.randn(1, KEYS, 32), torch.rand(1, 7, len(LEVELS), 2))
-    torch.onnx.export(Wrapper(), args, buffer, dynamo=False, opset_version=opset,
-                      input_names=["query", "value", "ref_points"], output_names=["out"],
-                      custom_opsets={"mmdeploy": 1})
+    torch.onnx.export(
+        Wrapper(),
+        args,
+        buffer,
+        dynamo=False,
+        opset_version=opset,
+        input_names=["query", "value", "ref_points"],
+        output_names=["out"],
+        custom_opsets={"mmdeploy": 1},
+    )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -141,7 +165,9 @@ def test_onnx_export_of_mmcvs_module_in_both_forms():
 
     module = _module(torch.float32)
     plugin = _export(module, 17)
-    assert [n.domain for n in plugin.graph.node if n.op_type == "MMCVMultiScaleDeformableAttention"] == ["mmdeploy"]
+    assert [n.domain for n in plugin.graph.node if n.op_type == "MMCVMultiScaleDeformableAttention"] == [
+        "mmdeploy"
+    ]
     with export_form("portable"):
         portable = _export(module, 17)
     assert not any(n.domain == "mmdeploy" for n in portable.graph.node)
@@ -153,8 +179,13 @@ def test_onnx_export_of_mmcvs_module_in_both_forms():
     feeds = dict(zip(["query", "value", "ref_points"], (query.numpy(), value.numpy(), ref_points.numpy())))
     (got,) = session.run(None, {k: v for k, v in feeds.items() if k in names})
     with torch.no_grad():
-        expected = module(query, value=value, reference_points=ref_points, spatial_shapes=torch.tensor(LEVELS),
-                          level_start_index=torch.tensor([0, 72, 92]))
+        expected = module(
+            query,
+            value=value,
+            reference_points=ref_points,
+            spatial_shapes=torch.tensor(LEVELS),
+            level_start_index=torch.tensor([0, 72, 92]),
+        )
     np.testing.assert_allclose(got, expected.numpy(), atol=2e-5, rtol=1e-4)
 
 
@@ -171,7 +202,9 @@ def _dino_t():
         sys.path.insert(0, detection)
     register_all_modules()
     init_default_scope("mmdet")
-    cfg = Config.fromfile(str(REPO / "detection/configs/coco/dino_4scale_internimage_t_1x_coco_layer_wise_lr.py"))
+    cfg = Config.fromfile(
+        str(REPO / "detection/configs/coco/dino_4scale_internimage_t_1x_coco_layer_wise_lr.py")
+    )
     cfg.model.backbone.init_cfg = None
     cfg.model.backbone.with_cp = False
     cfg.model.num_queries = 200  # a 128x160 photo gives 426 encoder tokens, fewer than DINO's 900
@@ -192,7 +225,9 @@ def test_dino_t_on_a_photo_is_the_same_with_and_without_our_kernel():
     image = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
     sample = DetDataSample(metainfo=dict(img_shape=(128, 160), ori_shape=(128, 160), scale_factor=(1.0, 1.0)))
     memories = []
-    hook = model.encoder.register_forward_hook(lambda module, args, out: memories.append(out.detach().clone()))
+    hook = model.encoder.register_forward_hook(
+        lambda module, args, out: memories.append(out.detach().clone())
+    )
     calls = []
     ours = mmcv_msda.multi_scale_deformable_attn
 

@@ -59,7 +59,9 @@ class TinyAttention(torch.nn.Module):
         loc = reference + offsets / 8
         weights = self.weights(x).view(batch, keys, self.heads, self.levels * self.points).softmax(-1)
         weights = weights.view(batch, keys, self.heads, self.levels, self.points)
-        return multi_scale_deformable_attn(value, self.spatial_shapes, self.level_start_index, loc, weights, 64)
+        return multi_scale_deformable_attn(
+            value, self.spatial_shapes, self.level_start_index, loc, weights, 64
+        )
 
 
 KEYS = sum(h * w for h, w in LEVELS)
@@ -97,9 +99,17 @@ def test_torch_export_contains_the_op():
 
 def _export(module: torch.nn.Module, x: torch.Tensor, opset: int) -> onnx.ModelProto:
     buffer = io.BytesIO()
-    torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=opset, input_names=["x"],
-                      output_names=["out"], dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"}},
-                      custom_opsets={"mmdeploy": 1})
+    torch.onnx.export(
+        module,
+        (x,),
+        buffer,
+        dynamo=False,
+        opset_version=opset,
+        input_names=["x"],
+        output_names=["out"],
+        dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"}},
+        custom_opsets={"mmdeploy": 1},
+    )
     return onnx.load_from_string(buffer.getvalue())
 
 

@@ -7,7 +7,11 @@ import pytest
 import torch
 from msda_cases import Case
 
-from ops_dcnv3.msda import kernel_available, multi_scale_deformable_attn, multi_scale_deformable_attn_reference
+from ops_dcnv3.msda import (
+    kernel_available,
+    multi_scale_deformable_attn,
+    multi_scale_deformable_attn_reference,
+)
 
 CASE = Case(batch=2, queries=3, heads=2, head_dim=4, levels=((3, 4), (2, 2)), points=2)
 
@@ -29,13 +33,16 @@ def _refuse(inputs, match, *, im2col_step=64, reference=True):
 VALUE, SHAPES, STARTS, LOC, WEIGHTS = range(5)
 
 
-@pytest.mark.parametrize("index, bad, match", [
-    (VALUE, lambda t: t[0], r"value must be 4-D \(batch, keys, heads, head_dim\)"),
-    (LOC, lambda t: t[..., 0], r"sampling_locations must be 6-D"),
-    (WEIGHTS, lambda t: t[..., None], r"attention_weights must be 5-D"),
-    (SHAPES, lambda t: t.flatten(), r"spatial_shapes must be 2-D \(levels, 2\)"),
-    (STARTS, lambda t: t[None], r"level_start_index must be 1-D"),
-])
+@pytest.mark.parametrize(
+    "index, bad, match",
+    [
+        (VALUE, lambda t: t[0], r"value must be 4-D \(batch, keys, heads, head_dim\)"),
+        (LOC, lambda t: t[..., 0], r"sampling_locations must be 6-D"),
+        (WEIGHTS, lambda t: t[..., None], r"attention_weights must be 5-D"),
+        (SHAPES, lambda t: t.flatten(), r"spatial_shapes must be 2-D \(levels, 2\)"),
+        (STARTS, lambda t: t[None], r"level_start_index must be 1-D"),
+    ],
+)
 def test_wrong_rank(index, bad, match):
     inputs = _inputs()
     inputs[index] = bad(inputs[index])
@@ -132,7 +139,9 @@ def test_empty_dimensions():
         "points": (value, loc[:, :, :, :, :0], weights[..., :0]),
     }.items():
         _refuse([v, shapes, starts, x, w], rf"empty input, {name} is 0")
-    _refuse([value, shapes[:0], starts[:0], loc[:, :, :, :0], weights[:, :, :, :0]], r"empty input, levels is 0")
+    _refuse(
+        [value, shapes[:0], starts[:0], loc[:, :, :, :0], weights[:, :, :, :0]], r"empty input, levels is 0"
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU for a second device")
@@ -143,13 +152,16 @@ def test_devices_must_match():
 
 
 @pytest.mark.skipif(not kernel_available("cpu"), reason="ops_dcnv3 MSDA kernel not built")
-@pytest.mark.parametrize("change, match", [
-    (lambda i: i.__setitem__(SHAPES, torch.tensor([[3, 4], [2, 3]])), "hold 18 keys but value has 16"),
-    (lambda i: i.__setitem__(STARTS, torch.tensor([0, 11])), r"level_start_index\[1\] is 11"),
-    (lambda i: i.__setitem__(SHAPES, torch.tensor([[16, 1], [0, 5]])), "level 1 has spatial shape 0x5"),
-    (lambda i: i.__setitem__(WEIGHTS, i[WEIGHTS][..., :1]), "attention_weights must be"),
-    (lambda i: i.__setitem__(LOC, i[LOC].float()), "must share a floating dtype"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda i: i.__setitem__(SHAPES, torch.tensor([[3, 4], [2, 3]])), "hold 18 keys but value has 16"),
+        (lambda i: i.__setitem__(STARTS, torch.tensor([0, 11])), r"level_start_index\[1\] is 11"),
+        (lambda i: i.__setitem__(SHAPES, torch.tensor([[16, 1], [0, 5]])), "level 1 has spatial shape 0x5"),
+        (lambda i: i.__setitem__(WEIGHTS, i[WEIGHTS][..., :1]), "attention_weights must be"),
+        (lambda i: i.__setitem__(LOC, i[LOC].float()), "must share a floating dtype"),
+    ],
+)
 def test_direct_op_call_is_checked(change, match):
     """torch.ops.ops_dcnv3.msda skips the Python checks: the C++ ones still refuse."""
     inputs = _inputs()
