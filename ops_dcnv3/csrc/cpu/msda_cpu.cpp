@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "../msda.h"
@@ -173,10 +174,11 @@ template <typename scalar_t>
 struct Scratch {
   using acc_t = at::opmath_type<scalar_t>;
   Scratch(const Sizes& s, int capacity)
-      : points(capacity), corner(4 * capacity), zeros(s.head_dim, scalar_t(0)), sink(s.head_dim),
+      : points(capacity), points_next(capacity), corner(4 * capacity), corner_next(4 * capacity),
+        zeros(s.head_dim, scalar_t(0)), sink(s.head_dim),
         go(s.head_dim), acc(s.head_dim) {}
-  Points<acc_t> points;
-  std::vector<const scalar_t*> corner;  // forward: corner pointers, [k * capacity + e]
+  Points<acc_t> points, points_next;  // this task's and (forward) the next one's
+  std::vector<const scalar_t*> corner, corner_next;  // forward: corner pointers, [k * capacity + e]
   std::vector<scalar_t> zeros;          // read by corners outside the level
   std::vector<acc_t> sink;              // written by corners outside the level (backward)
   std::vector<acc_t> go;                // one head's grad_output in acc_t
@@ -214,49 +216,71 @@ DCNV3_INLINE void gather_channels(const scalar_t* const* corner, const acc_t* we
   }
 }
 
+// Geometry and corner pointers of task (b, q, h), with the corners' cache lines prefetched:
+// the forward prepares one task ahead, so the gather of this task hides the next one's loads.
+template <typename scalar_t, int kBytes>
+DCNV3_INLINE bool prepare_task(const Args<scalar_t>& a, int64_t b, int64_t q, int64_t h, Points<at::opmath_type<scalar_t>>& pts,
+                               const scalar_t** corner, const scalar_t* zeros) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
+  const PointTable<acc_t>& table = *a.table;
+  const Sizes& s = a.s;
+  const int count = table.count, cap = pts.capacity;
+  const int32_t key_stride = static_cast<int32_t>(s.heads * s.head_dim);
+  const int64_t point0 = ((b * s.queries + q) * s.heads + h) * count;
+  // The locations of a few tasks ahead, early too.
+  const scalar_t* ahead = a.sampling_locations + 2 * (point0 + 4 * count);
+  for (int i = 0; i < 2 * count; i += 64 / int(sizeof(scalar_t))) __builtin_prefetch(ahead + i);
+  __builtin_prefetch(a.attention_weights + point0 + 4 * count);
+  const bool finite =
+      count <= narrow  // few points (one level): half-width lanes waste less
+          ? compute_points<true, (narrow >= 2 ? narrow : wide)>(table, a.sampling_locations + 2 * point0,
+                                                                a.attention_weights + point0, key_stride, pts)
+          : compute_points<true, wide>(table, a.sampling_locations + 2 * point0, a.attention_weights + point0,
+                                       key_stride, pts);
+  const scalar_t* head_value = a.value + (b * s.keys * s.heads + h) * s.head_dim;
+  const int64_t row_bytes = s.head_dim * int64_t(sizeof(scalar_t));
+  for (int i = 0; i < 4 * cap; i += cap) {
+    for (int e = 0; e < count; ++e) {
+      const scalar_t* ptr = pts.valid[i + e] ? head_value + pts.offset[i + e] : zeros;
+      corner[i + e] = ptr;
+      for (int64_t byte = 0; byte < row_bytes; byte += 64) __builtin_prefetch(reinterpret_cast<const char*>(ptr) + byte);
+    }
+  }
+  return finite;
+}
+
 template <typename scalar_t, int kBytes>
 DCNV3_INLINE void forward_range(const Args<scalar_t>& a,
                                 int64_t begin, int64_t end, Scratch<scalar_t>& scratch) {
   using acc_t = at::opmath_type<scalar_t>;
-  const PointTable<acc_t>& table = *a.table;
   constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
   const Sizes& s = a.s;
   const int head_dim = static_cast<int>(s.head_dim);
-  const int32_t key_stride = static_cast<int32_t>(s.heads * s.head_dim);
-  const int count = table.count, cap = scratch.points.capacity;
-  Points<acc_t>& pts = scratch.points;
+  const int count = a.table->count, cap = scratch.points.capacity;
+  Points<acc_t>* pts = &scratch.points;
+  Points<acc_t>* pts_next = &scratch.points_next;
   const scalar_t** corner = scratch.corner.data();
-  const acc_t* weight = pts.weight.data();
+  const scalar_t** corner_next = scratch.corner_next.data();
   acc_t* acc = scratch.acc.data();
   // task = (b * queries + q) * heads + h, in memory order of the locations and the output; the
   // heads of a query read neighbouring slices of the same keys. Counted without divisions (a
   // task can be only a few points).
   int64_t h = begin % s.heads, q = (begin / s.heads) % s.queries, b = begin / (s.heads * s.queries);
-  for (int64_t task = begin; task < end; ++task, ++h) {
-    if (h == s.heads) {
-      h = 0;
-      if (++q == s.queries) {
-        q = 0;
-        ++b;
+  bool finite = begin < end && prepare_task<scalar_t, kBytes>(a, b, q, h, *pts, corner, scratch.zeros.data());
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t bqh = (b * s.queries + q) * s.heads + h;
+    int64_t next_h = h + 1, next_q = q, next_b = b;
+    if (next_h == s.heads) {
+      next_h = 0;
+      if (++next_q == s.queries) {
+        next_q = 0;
+        ++next_b;
       }
     }
-    const int64_t bqh = (b * s.queries + q) * s.heads + h;
-    const int64_t point0 = bqh * count;
-    // Fetch the locations of a few tasks ahead early (the gather's loads dominate otherwise).
-    const scalar_t* ahead = a.sampling_locations + 2 * (point0 + 4 * count);
-    for (int i = 0; i < 2 * count; i += 64 / int(sizeof(scalar_t))) __builtin_prefetch(ahead + i);
-    __builtin_prefetch(a.attention_weights + point0 + 4 * count);
-    const bool finite =
-        count <= narrow  // few points (one level): half-width lanes waste less
-            ? compute_points<true, (narrow >= 2 ? narrow : wide)>(table, a.sampling_locations + 2 * point0,
-                                                                  a.attention_weights + point0, key_stride, pts)
-            : compute_points<true, wide>(table, a.sampling_locations + 2 * point0, a.attention_weights + point0,
-                                         key_stride, pts);
-    const scalar_t* head_value = a.value + (b * s.keys * s.heads + h) * s.head_dim;
-    for (int i = 0; i < 4 * cap; i += cap) {
-      for (int e = 0; e < count; ++e)
-        corner[i + e] = pts.valid[i + e] ? head_value + pts.offset[i + e] : scratch.zeros.data();
-    }
+    const bool next_finite = task + 1 < end && prepare_task<scalar_t, kBytes>(a, next_b, next_q, next_h, *pts_next,
+                                                                              corner_next, scratch.zeros.data());
+    const acc_t* weight = pts->weight.data();
     int c = 0;
     gather_channels<wide>(corner, weight, cap, count, c, head_dim, acc);
     if constexpr (narrow >= 2) {
@@ -277,6 +301,12 @@ DCNV3_INLINE void forward_range(const Args<scalar_t>& a,
     } else {  // grid_sample: a non-finite location makes the sample, and so the sum, NaN
       for (int i = 0; i < head_dim; ++i) out[i] = std::numeric_limits<scalar_t>::quiet_NaN();
     }
+    std::swap(pts, pts_next);
+    std::swap(corner, corner_next);
+    finite = next_finite;
+    b = next_b;
+    q = next_q;
+    h = next_h;
   }
 }
 
