@@ -94,10 +94,13 @@ using LaneInt = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
 // The arithmetic of sample_location() / bilinear() (msda_sampling.h, shared with DCNv3),
 // written lane-wise over L points at a time because GCC does not vectorise the scalar form.
 // `loc` holds the (x, y) pairs and `attention` the weights of the (query, head)'s points.
-// Returns whether every location is finite.
+// Returns whether every location is finite. The forward pass also writes the corner pointers
+// (`head_value` + offset, or `zeros` outside) to `corner` and prefetches them.
 template <bool kForward, int L, typename scalar_t, typename acc_t>
 DCNV3_INLINE bool compute_points(const PointTable<acc_t>& table, const scalar_t* __restrict loc,
-                                 const scalar_t* __restrict attention, int32_t key_stride, Points<acc_t>& pts) {
+                                 const scalar_t* __restrict attention, int32_t key_stride, Points<acc_t>& pts,
+                                 const scalar_t* head_value = nullptr, const scalar_t* zeros = nullptr,
+                                 const scalar_t** corner_out = nullptr) {
   using VF = Vec<acc_t, L>;
   using VI = Vec<LaneInt<acc_t>, L>;
   using V32 = Vec<int32_t, L>;
@@ -154,6 +157,14 @@ DCNV3_INLINE bool compute_points(const PointTable<acc_t>& table, const scalar_t*
       std::memcpy(pts.valid.data() + k * cap + e, &valid32, sizeof(valid32));
       // 0 * attention outside, not 0: a NaN attention weight makes the sum NaN, as in the reference.
       store<L>(pts.weight.data() + k * cap + e, (valid[k] ? bilinear_weight[k] : VF{}) * a);
+      if constexpr (kForward) {  // pointers lane-wise: a scalar loop over them cost as much as the gather
+        using VP = Vec<int64_t, L>;
+        const VP inside_ptr = (VP{} + reinterpret_cast<int64_t>(head_value)) +
+                              __builtin_convertvector(offset, VP) * int64_t(sizeof(scalar_t));
+        const VP ptr = __builtin_convertvector(valid32, VP) ? inside_ptr : VP{} + reinterpret_cast<int64_t>(zeros);
+        std::memcpy(corner_out + k * cap + e, &ptr, sizeof(ptr));
+        for (int l = 0; l < L; ++l) __builtin_prefetch(reinterpret_cast<const void*>(ptr[l]));
+      }
     }
     const V32 finite = __builtin_convertvector(finite_x & finite_y, V32);
     std::memcpy(pts.finite.data() + e, &finite, sizeof(finite));
@@ -225,29 +236,20 @@ DCNV3_INLINE bool prepare_task(const Args<scalar_t>& a, int64_t b, int64_t q, in
   constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
   const PointTable<acc_t>& table = *a.table;
   const Sizes& s = a.s;
-  const int count = table.count, cap = pts.capacity;
+  const int count = table.count;
   const int32_t key_stride = static_cast<int32_t>(s.heads * s.head_dim);
   const int64_t point0 = ((b * s.queries + q) * s.heads + h) * count;
   // The locations of a few tasks ahead, early too.
   const scalar_t* ahead = a.sampling_locations + 2 * (point0 + 4 * count);
   for (int i = 0; i < 2 * count; i += 64 / int(sizeof(scalar_t))) __builtin_prefetch(ahead + i);
   __builtin_prefetch(a.attention_weights + point0 + 4 * count);
-  const bool finite =
-      count <= narrow  // few points (one level): half-width lanes waste less
-          ? compute_points<true, (narrow >= 2 ? narrow : wide)>(table, a.sampling_locations + 2 * point0,
-                                                                a.attention_weights + point0, key_stride, pts)
-          : compute_points<true, wide>(table, a.sampling_locations + 2 * point0, a.attention_weights + point0,
-                                       key_stride, pts);
   const scalar_t* head_value = a.value + (b * s.keys * s.heads + h) * s.head_dim;
-  const int64_t row_bytes = s.head_dim * int64_t(sizeof(scalar_t));
-  for (int i = 0; i < 4 * cap; i += cap) {
-    for (int e = 0; e < count; ++e) {
-      const scalar_t* ptr = pts.valid[i + e] ? head_value + pts.offset[i + e] : zeros;
-      corner[i + e] = ptr;
-      for (int64_t byte = 0; byte < row_bytes; byte += 64) __builtin_prefetch(reinterpret_cast<const char*>(ptr) + byte);
-    }
-  }
-  return finite;
+  return count <= narrow  // few points (one level): half-width lanes waste less
+             ? compute_points<true, (narrow >= 2 ? narrow : wide)>(table, a.sampling_locations + 2 * point0,
+                                                                   a.attention_weights + point0, key_stride, pts,
+                                                                   head_value, zeros, corner)
+             : compute_points<true, wide>(table, a.sampling_locations + 2 * point0, a.attention_weights + point0,
+                                          key_stride, pts, head_value, zeros, corner);
 }
 
 template <typename scalar_t, int kBytes>
