@@ -65,7 +65,9 @@ def _extensions():
                  "requirements/core.txt), then: pip install --no-build-isolation .")
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp"))) + sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    # Every operator's schema file (csrc/*.cpp: DCNv3, MSDA) and CPU kernels.
+    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     # Headers as dependencies: without --force, build_ext rebuilds only when a source or header
     # is newer than the built library, and ninja then recompiles only what changed.
     depends = sorted(glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True)
