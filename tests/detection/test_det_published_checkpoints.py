@@ -113,7 +113,8 @@ def test_a_detector_init_cfg_loads_a_published_file(dino_t, tmp_path):
     target.init_weights()
     loaded = target.state_dict()
     reinitialised_by_mmdet = ("level_embed", "query_embedding.weight", "memory_trans_fc.weight")
-    kept = [k for k in values if k not in reinitialised_by_mmdet and not k.startswith(("encoder.", "decoder."))]
+    kept = [k for k in values
+            if k not in reinitialised_by_mmdet and not k.startswith(("encoder.", "decoder."))]
     assert len(kept) > len(values) // 2 and any(k.startswith("dn_query_generator.") for k in kept)
     assert all(torch.equal(loaded[k], values[k]) for k in kept)
 
