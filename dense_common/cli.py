@@ -3,10 +3,11 @@ loading with clear errors for bad paths, and the checkpoint-path check."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 from classification.output_root import default_output
 
@@ -65,6 +66,55 @@ def one_of(new: object, old: object, new_flag: str, old_flag: str) -> object:
     if new is not None and old is not None:
         raise fail(f"give {new_flag} or {old_flag} (its published alias), not both")
     return new if new is not None else old
+
+
+def add_published_train_flags(parser: argparse.ArgumentParser, framework: str, *,
+                               load_from: bool = False) -> None:
+    """The published training flags both trees share (``--load-from`` only where the
+    published script had it), in one argument group named after ``framework``."""
+    published = parser.add_argument_group(f"published ({framework}) flags")
+    if load_from:
+        published.add_argument("--load-from", metavar="CKPT", help="start from these weights (a fresh run)")
+    published.add_argument("--resume-from", metavar="CKPT", help="resume from CKPT (= --resume CKPT)")
+    published.add_argument("--auto-resume", action="store_true",
+                           help="resume from the newest checkpoint of the work dir (= --resume)")
+    published.add_argument("--no-validate", action="store_true", help="no validation during training")
+    published.add_argument("--seed", type=int, help="random seed")
+    published.add_argument("--diff-seed", action="store_true", help="a different seed on each rank")
+    published.add_argument("--deterministic", action="store_true", help="deterministic cuDNN algorithms")
+    published.add_argument("--gpu-id", type=int, help="the GPU of a non-distributed run")
+    published.add_argument("--gpu-ids", type=int, nargs="+", help="published form of --gpu-id (the first)")
+    published.add_argument("--options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                           help="published alias of --cfg-options")
+
+
+def resolve_resume(args: argparse.Namespace) -> None:
+    """Folds ``--resume-from`` / ``--auto-resume`` into ``args.resume`` (a path or ``'auto'``);
+    more than one of them, or ``--load-from`` beside one, is an error naming the flags."""
+    resume_sources = [flag for flag, given in (("--resume", args.resume is not None),
+                                               ("--resume-from", args.resume_from is not None),
+                                               ("--auto-resume", args.auto_resume)) if given]
+    if len(resume_sources) > 1:
+        raise fail(f"give one of {', '.join(resume_sources)}")
+    if getattr(args, "load_from", None) is not None and resume_sources:
+        raise fail(f"give --load-from (a fresh run from weights) or {resume_sources[0]}, not both")
+    if args.resume_from is not None:
+        args.resume = args.resume_from
+    elif args.auto_resume:
+        args.resume = "auto"
+
+
+def apply_train_flags(cfg: Config, args: argparse.Namespace) -> None:
+    """Resume / load-from, ``--no-validate`` and the randomness flags onto ``cfg``."""
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None  # mmengine: resume without a path = newest in work_dir
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, check_checkpoint(args.resume)
+    if getattr(args, "load_from", None) is not None:
+        cfg.resume, cfg.load_from = False, check_checkpoint(args.load_from)
+    if args.no_validate:
+        disable_validation(cfg)
+    apply_randomness(cfg, seed=args.seed, diff_seed=args.diff_seed, deterministic=args.deterministic)
 
 
 def apply_randomness(cfg: Config, *, seed: int | None, diff_seed: bool, deterministic: bool) -> None:

@@ -27,13 +27,13 @@ from mmengine.runner import Runner
 
 from classification.models.checkpoint import parse_args_with_trust
 from dense_common.cli import (
-    apply_randomness,
-    check_checkpoint,
+    add_published_train_flags,
+    apply_train_flags,
     default_work_dir,
-    disable_validation,
     fail,
     load_config,
     one_of,
+    resolve_resume,
     select_gpu,
     set_local_rank,
 )
@@ -53,31 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config entries, e.g. train_cfg.max_epochs=1")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
-    published = parser.add_argument_group("published (mmdet 2) flags")
-    published.add_argument("--resume-from", metavar="CKPT", help="resume from CKPT (= --resume CKPT)")
-    published.add_argument("--auto-resume", action="store_true",
-                           help="resume from the newest checkpoint of the work dir (= --resume)")
-    published.add_argument("--no-validate", action="store_true", help="no validation during training")
-    published.add_argument("--seed", type=int, help="random seed")
-    published.add_argument("--diff-seed", action="store_true", help="a different seed on each rank")
-    published.add_argument("--deterministic", action="store_true", help="deterministic cuDNN algorithms")
-    published.add_argument("--gpu-id", type=int, help="the GPU of a non-distributed run")
-    published.add_argument("--gpu-ids", type=int, nargs="+", help="published form of --gpu-id (the first)")
-    published.add_argument("--options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                           help="published alias of --cfg-options")
+    add_published_train_flags(parser, "mmdet 2")
     return parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
 
 
 def build_cfg(args: argparse.Namespace) -> Config:
-    resume_sources = [flag for flag, given in (("--resume", args.resume is not None),
-                                               ("--resume-from", args.resume_from is not None),
-                                               ("--auto-resume", args.auto_resume)) if given]
-    if len(resume_sources) > 1:
-        raise fail(f"give one of {', '.join(resume_sources)}")
-    if args.resume_from is not None:
-        args.resume = args.resume_from
-    elif args.auto_resume:
-        args.resume = "auto"
+    resolve_resume(args)
     cfg = load_config(args.config, one_of(args.cfg_options, args.options, "--cfg-options", "--options"))
     cfg.launcher = args.launcher
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
@@ -91,13 +72,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
         if "base_batch_size" not in (cfg.get("auto_scale_lr") or {}):
             raise fail("--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config")
         cfg.auto_scale_lr.enable = True
-    if args.resume == "auto":
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, check_checkpoint(args.resume)
-    if args.no_validate:
-        disable_validation(cfg)
-    apply_randomness(cfg, seed=args.seed, diff_seed=args.diff_seed, deterministic=args.deterministic)
+    apply_train_flags(cfg, args)
     return cfg
 
 

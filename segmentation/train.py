@@ -29,13 +29,12 @@ from mmengine.runner import Runner
 
 from classification.models.checkpoint import parse_args_with_trust
 from dense_common.cli import (
-    apply_randomness,
-    check_checkpoint,
+    add_published_train_flags,
+    apply_train_flags,
     default_work_dir,
-    disable_validation,
-    fail,
     load_config,
     one_of,
+    resolve_resume,
     select_gpu,
     set_local_rank,
 )
@@ -53,36 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config entries, e.g. train_cfg.max_iters=1000")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)  # set by older launchers
-    published = parser.add_argument_group("published (mmseg 0.x) flags")
-    published.add_argument("--load-from", metavar="CKPT", help="start from these weights (a fresh run)")
-    published.add_argument("--resume-from", metavar="CKPT", help="resume from CKPT (= --resume CKPT)")
-    published.add_argument("--auto-resume", action="store_true",
-                           help="resume from the newest checkpoint of the work dir (= --resume)")
-    published.add_argument("--no-validate", action="store_true", help="no validation during training")
-    published.add_argument("--seed", type=int, help="random seed")
-    published.add_argument("--diff-seed", action="store_true", help="a different seed on each rank")
-    published.add_argument("--deterministic", action="store_true", help="deterministic cuDNN algorithms")
-    published.add_argument("--gpu-id", type=int, help="the GPU of a non-distributed run")
-    published.add_argument("--gpu-ids", type=int, nargs="+", help="published form of --gpu-id (the first)")
-    published.add_argument("--options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                           help="published alias of --cfg-options")
+    add_published_train_flags(parser, "mmseg 0.x", load_from=True)
     args = parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
     set_local_rank(args.local_rank)
     return args
 
 
 def build_cfg(args: argparse.Namespace):
-    resume_sources = [flag for flag, given in (("--resume", args.resume is not None),
-                                               ("--resume-from", args.resume_from is not None),
-                                               ("--auto-resume", args.auto_resume)) if given]
-    if len(resume_sources) > 1:
-        raise fail(f"give one of {', '.join(resume_sources)}")
-    if args.load_from is not None and resume_sources:
-        raise fail(f"give --load-from (a fresh run from weights) or {resume_sources[0]}, not both")
-    if args.resume_from is not None:
-        args.resume = args.resume_from
-    elif args.auto_resume:
-        args.resume = "auto"
+    resolve_resume(args)
     cfg = load_config(args.config, one_of(args.cfg_options, args.options, "--cfg-options", "--options"))
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
     cfg.launcher = args.launcher
@@ -92,18 +69,7 @@ def build_cfg(args: argparse.Namespace):
         else:
             cfg.optim_wrapper.type = "AmpOptimWrapper"
             cfg.optim_wrapper.loss_scale = "dynamic"
-    if args.resume == "auto":
-        cfg.resume = True
-        cfg.load_from = None  # mmengine: resume + load_from=None -> newest checkpoint in work_dir
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = check_checkpoint(args.resume)
-    if args.load_from is not None:
-        cfg.resume = False
-        cfg.load_from = check_checkpoint(args.load_from)
-    if args.no_validate:
-        disable_validation(cfg)
-    apply_randomness(cfg, seed=args.seed, diff_seed=args.diff_seed, deterministic=args.deterministic)
+    apply_train_flags(cfg, args)
     for note in adapt_to_cpu(cfg, args.launcher):  # gloo / bf16 autocast where there is no GPU
         print(note, flush=True)
     return cfg
