@@ -476,43 +476,28 @@ def test_deepspeed_consolidate_refuses_a_payload_client_state(tmp_path, marker):
                                              tmp_path / "out.pth"], path, marker)
 
 
-@pytest.fixture
-def restore_environment():
-    """main_deepspeed / accelerate set MASTER_ADDR, RANK, ... and process-wide state."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def test_deepspeed_resume_refuses_a_payload(tmp_path, marker, tiny_cfg, tiny_data, restore_environment):
-    """DeepSpeed's own checkpoint engine reads with weights_only=False: main_deepspeed routes it."""
+def test_deepspeed_resume_refuses_a_payload(tmp_path, marker, tiny_cfg, tiny_data):
+    """DeepSpeed's own checkpoint engine reads with weights_only=False: main_deepspeed routes it.
+    A subprocess: DeepSpeed caches its process groups module-wide, so an earlier in-process
+    DeepSpeed run of the suite would leak into this one."""
     pytest.importorskip("deepspeed")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/torch_extensions"))
-    from classification import main_deepspeed
-
     tag = tmp_path / "out" / "epoch0"
     path = write_payload(tag / "mp_rank_00_model_states.pt", marker)
-    refused_in_process(main_deepspeed.main, ["--cfg", tiny_cfg, "--data-path", tiny_data, "--output",
-                                             tmp_path / "run", "--resume", tag], path, marker)
+    env = script_env()
+    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/torch_extensions"))
+    proc = run_script("classification/main_deepspeed.py", "--cfg", tiny_cfg, "--data-path", tiny_data,
+                      "--output", tmp_path / "run", "--resume", tag, env=env)
+    assert_script_refused(proc, path, marker)
 
 
-def test_accelerate_resume_refuses_a_payload(tmp_path, marker, tiny_cfg, tiny_data, restore_environment):
-    """accelerate's load_state reads registered objects with weights_only=False."""
+def test_accelerate_resume_refuses_a_payload(tmp_path, marker, tiny_cfg, tiny_data):
+    """accelerate's load_state reads registered objects with weights_only=False. Subprocesses:
+    accelerate's state singletons outlive a run in this process."""
     pytest.importorskip("accelerate")
-    from accelerate.state import AcceleratorState
-
-    from classification import main_accelerate
-
-    args = ["--cfg", str(tiny_cfg), "--data-path", str(tiny_data), "--output", str(tmp_path / "out")]
-    AcceleratorState._reset_state(reset_partial_state=True)
-    try:
-        result = main_accelerate.main(args)
-        state_dir = Path(main_accelerate.latest_state(result["output"]))
-        custom = state_dir / "custom_checkpoint_0.pkl"  # the trainer's counters (TrainState)
-        assert custom.is_file()
-        torch.save({"epoch": 0, "updates": 3, "x": ShellPayload(marker)}, custom)
-        AcceleratorState._reset_state(reset_partial_state=True)
-        refused_in_process(main_accelerate.main, [*args, "--epochs", "2"], custom, marker)
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
+    args = ["--cfg", tiny_cfg, "--data-path", tiny_data, "--output", tmp_path / "out"]
+    first = run_script("classification/main_accelerate.py", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (custom,) = sorted((tmp_path / "out").rglob("custom_checkpoint_0.pkl"))  # the trainer's counters
+    torch.save({"epoch": 0, "updates": 3, "x": ShellPayload(marker)}, custom)
+    proc = run_script("classification/main_accelerate.py", *args, "--epochs", "2")
+    assert_script_refused(proc, custom, marker)
