@@ -95,7 +95,11 @@ def assert_refused(message: str, path: Path | str, marker: Path) -> None:
 
 
 def script_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != TRUST_ENV}
+    # earlier in-process runs of the suite leave launcher variables (LOCAL_RANK, ...) behind;
+    # a script seeing them would try to join a process group
+    launcher_vars = {TRUST_ENV, "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                     "MASTER_PORT"}
+    env = {k: v for k, v in os.environ.items() if k not in launcher_vars}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env["OMP_NUM_THREADS"] = "1"
     env.update(extra)
