@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from compile_checks import assert_compiled_matches_eager
 from msda_cases import Case
 
 from ops_dcnv3.export import export_form
@@ -68,21 +69,7 @@ KEYS = sum(h * w for h, w in LEVELS)
 
 
 def test_torch_compile_fullgraph_forward_and_backward():
-    torch._dynamo.reset()
-    module = TinyAttention()
-    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-    x = torch.randn(2, KEYS, 8, requires_grad=True)
-    x_eager = x.detach().clone().requires_grad_()
-    out = compiled(x)
-    expected = module(x_eager)
-    torch.testing.assert_close(out, expected)
-    out.square().sum().backward()
-    grads = [p.grad.clone() for p in module.parameters()]
-    module.zero_grad()
-    expected.square().sum().backward()
-    torch.testing.assert_close(x.grad, x_eager.grad)
-    for g, p in zip(grads, module.parameters()):
-        torch.testing.assert_close(g, p.grad)
+    assert_compiled_matches_eager(TinyAttention(), torch.randn(2, KEYS, 8))
 
 
 def test_torch_export_contains_the_op():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from compile_checks import assert_compiled_matches_eager
 from dcnv3_cases import Case
 
 from ops_dcnv3 import kernel_available
@@ -43,21 +44,7 @@ def _randomised_module() -> DCNv3:
 
 
 def test_torch_compile_fullgraph_forward_and_backward():
-    torch._dynamo.reset()
-    module = _randomised_module()
-    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-    x = torch.randn(2, 8, 8, 32, requires_grad=True)
-    x_eager = x.detach().clone().requires_grad_()
-    out = compiled(x)
-    expected = module(x_eager)
-    torch.testing.assert_close(out, expected)
-    out.square().sum().backward()
-    grads = [p.grad.clone() for p in module.parameters()]
-    module.zero_grad()
-    expected.square().sum().backward()
-    torch.testing.assert_close(x.grad, x_eager.grad)
-    for g, p in zip(grads, module.parameters()):
-        torch.testing.assert_close(g, p.grad)
+    assert_compiled_matches_eager(_randomised_module(), torch.randn(2, 8, 8, 32))
 
 
 @pytest.mark.slow
