@@ -13,7 +13,7 @@ PYTHON="${PYTHON:-python3}"
 MMCV_VERSION=2.1.0
 # Bump when the package-install steps below change: with requirements/*.txt it forms the
 # stamp, so edits elsewhere in this script (the extension build) never reinstall the stack.
-STACK_RECIPE=1
+STACK_RECIPE=2
 WHEELS="$CACHE/wheels"
 
 log() { printf '[bootstrap %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -61,6 +61,8 @@ if [ ! -f "$stamp" ]; then
   "${PIP[@]}" install -q -r "$ROOT/requirements/full.txt" "$mmcv_wheel"
   log "installing deepspeed (DS_BUILD_OPS=0)"
   DS_BUILD_OPS=0 "${PIP[@]}" install -q --no-build-isolation -r "$ROOT/requirements/deepspeed.txt"
+  log "installing the --no-deps packages (requirements/nodeps.txt)"
+  "${PIP[@]}" install -q --no-deps -r "$ROOT/requirements/nodeps.txt"
   rm -f "$VENV"/.internimage-stack-*
   touch "$stamp"
 fi
