@@ -17,7 +17,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
-from ops_dcnv3.modules.layers import linear
+from ops_dcnv3.modules.layers import _ONEDNN_LINEAR, linear
 
 CORE_OPS = {"DCNv3": DCNv3, "DCNv3_pytorch": DCNv3_pytorch}
 _NOT_TRACEABLE = (
@@ -55,6 +55,26 @@ class DownsampleLayer(nn.Module):
         return self.norm(self.conv(x.permute(0, 3, 1, 2)))
 
 
+def _fused_cpu_inference(x: torch.Tensor) -> bool:
+    """The conditions of ``ops_dcnv3.modules.layers.linear``'s fused oneDNN path."""
+    return (_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
+
+
+def linear_add(x: torch.Tensor, layer: nn.Linear, residual: torch.Tensor) -> torch.Tensor:
+    """``residual + layer(x)``. On CPU float32 inference one oneDNN call adds the residual
+    in the matrix product's epilogue (a binary post-op): the separate add is one more
+    pass over the block's activations, which at level 0 costs a third of the product."""
+    if _fused_cpu_inference(x) and residual.is_contiguous() and residual.dtype == x.dtype:
+        shape = x.shape
+        out = torch.ops.mkldnn._linear_pointwise.binary(
+            x.reshape(-1, shape[-1]), residual.view(-1, residual.shape[-1]), layer.weight,
+            layer.bias, "add")
+        return out.view(*shape[:-1], out.shape[-1])
+    return residual + F.linear(x, layer.weight, layer.bias)
+
+
 class MLPLayer(nn.Module):
     def __init__(self, in_features: int, hidden_features: int | None = None,
                  out_features: int | None = None, act_layer: str = "GELU", drop: float = 0.0):
@@ -66,12 +86,18 @@ class MLPLayer(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """fc2(act(fc1(x))), plus ``residual`` when given (added after the dropout)."""
         if isinstance(self.act, nn.GELU) and self.act.approximate == "none":
             x = linear(x, self.fc1, gelu=True)  # fused on CPU inference
         else:
             x = self.act(self.fc1(x))
-        return self.drop(linear(self.drop(x), self.fc2))
+        x = self.drop(x)
+        if residual is None:
+            return self.drop(linear(x, self.fc2))
+        if self.drop.p == 0.0 or not self.training:  # dropout is the identity: fuse the add
+            return linear_add(x, self.fc2, residual)
+        return residual + self.drop(linear(x, self.fc2))
 
 
 class InternImageLayer(nn.Module):
@@ -120,6 +146,8 @@ class InternImageLayer(nn.Module):
             x = x + self.drop_path(self.res_post_norm1(self.dcn(self.norm1(x))))
             return x + self.drop_path(self.res_post_norm2(self.mlp(self.norm2(x))))
         x = x + self.drop_path(self.dcn(self.norm1(x)))
+        if isinstance(self.drop_path, nn.Identity) or not self.training:
+            return self.mlp(self.norm2(x), residual=x)  # the residual add fused into fc2
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dcnv3_cases import Case, assert_kernel_matches_reference
+from dcnv3_cases import TOLERANCES, Case, assert_kernel_matches_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -118,6 +118,27 @@ def test_non_contiguous_inputs():
     assert not (x_nc.is_contiguous() or offset_nc.is_contiguous() or mask_nc.is_contiguous())
     expected = case.reference_call(x, offset, mask)
     torch.testing.assert_close(case.kernel_call(x_nc, offset_nc, mask_nc), expected)
+
+
+@pytest.mark.parametrize("case", [Case(group=2, group_channels=8),
+                                  Case(n=1, h=1, w=5, group=3, group_channels=5),
+                                  Case(n=3, h=4, w=1), Case(n=1, h=1, w=1, pad=(1, 1))],
+                         ids=["2x8x9", "batch1-row", "column", "one-pixel"])
+def test_pixel_major_mask(case: Case):
+    """The mask layout DCNv3's transposed softmax produces, a (G*P, pixels) tensor viewed
+    as (N, H, W, G*P), is read through its strides: same forward and gradients."""
+    x, offset, mask = case.inputs()
+    pixel_major = mask.detach().reshape(-1, mask.shape[-1]).t().contiguous().t().reshape(mask.shape)
+    assert pixel_major.stride()[-1] == pixel_major.shape[:-1].numel() or pixel_major.shape[:-1].numel() == 1
+    pixel_major.requires_grad_()
+    out = case.kernel_call(x, offset, pixel_major)
+    expected = case.reference_call(x, offset, mask)
+    torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
+    grad = torch.randn(out.shape, dtype=out.dtype)
+    got = torch.autograd.grad(out, (x, offset, pixel_major), grad)
+    want = torch.autograd.grad(expected, (x, offset, mask), grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOLERANCES[torch.float64])
 
 
 def test_deterministic_backward():
