@@ -1,0 +1,9 @@
+"""VectorMapNet online HD-map baseline (Argoverse 2), driving_hdmap.md.
+
+Importable home of the code behind the published folder ``Online-HD-Map-Construction/``
+(whose hyphens make it unimportable): the Chamfer-AP metric (``chamfer_ap``,
+``vector_eval``), the annotation / submission files (``annotations``, ``submission``),
+the pure-numpy map vectorisation of the data pipeline (``vectorize``) and the
+polyline-generator token arithmetic (``tokens``). Modules import their heavy
+dependencies themselves, so the metric runs without torch or mmdet.
+"""
