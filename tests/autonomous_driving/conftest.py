@@ -11,8 +11,6 @@ from synthetic_occ import make_occ_dataset
 
 pytest.importorskip("mmdet", reason="mmdet 3 is not installed (tools/bootstrap.sh installs it)")
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
 
 @pytest.fixture(autouse=True)
 def _mmdet_scope():

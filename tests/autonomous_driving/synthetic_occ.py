@@ -31,6 +31,9 @@ from pyquaternion import Quaternion
 
 # Published camera order, yaw of the optical axis about the ego z axis (degrees, nuScenes
 # rig), mounting position in the ego frame (m), focal length at 1600x900 (px).
+# ../shared/data beside the repository (real Occ3D frame, published key lists)
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
 CAMERAS = (
     ("CAM_FRONT", 0.0, (1.70, 0.02, 1.51), 1266.4),
     ("CAM_FRONT_RIGHT", -55.0, (1.55, -0.49, 1.50), 1260.5),
