@@ -101,7 +101,12 @@ def validate_submission(sub: Mapping[str, Any], source: str = "submission") -> N
                 f"{source}: results[{token}]: {len(pred['vectors'])} vectors, {len(pred['scores'])} scores, "
                 f"{n} labels (must be equal)"
             )
-        for i, (lab, score) in enumerate(zip(pred["labels"], pred["scores"])):
+        for i, (vec, lab, score) in enumerate(zip(pred["vectors"], pred["labels"], pred["scores"])):
+            shape = np.shape(vec)
+            if len(shape) != 2 or shape[0] < 2 or shape[1] != 2:
+                raise ValueError(
+                    f"{source}: results[{token}] vectors[{i}] has shape {shape}, expected (N >= 2, 2) metres"
+                )
             if isinstance(lab, bool) or not isinstance(lab, (int, np.integer)) or int(lab) not in ID2CAT:
                 raise ValueError(
                     f"{source}: results[{token}] labels[{i}] = {lab!r}, expected one of {list(ID2CAT)}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -250,7 +251,9 @@ def test_write_submission_is_atomic_and_round_trips(tmp_path) -> None:
     before = path.read_bytes()
     # A failure while serialising leaves the previous file untouched and no temporary file.
     with pytest.raises(TypeError, match="cannot write"):
-        write_submission(path, {"1": {"vectors": [object()], "scores": [0.5], "labels": [2]}})
+        write_submission(
+            path, {"1": {"vectors": [[[0, 0], [1, 1]]], "scores": [Decimal("0.5")], "labels": [2]}}
+        )
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == ["submission_vector.json"]
     with pytest.raises(ValueError, match=r"labels\[0\]"):

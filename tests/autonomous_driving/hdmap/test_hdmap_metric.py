@@ -187,6 +187,8 @@ def test_wrong_inputs_fail_clearly() -> None:
         chamfer_map(gts, {"t0": result((seg(0.0), 0.9, 3))})
     with pytest.raises(ValueError, match="must be equal"):
         chamfer_map(gts, {"t0": {"vectors": [seg(0.0)], "scores": [], "labels": [1]}})
+    with pytest.raises(ValueError, match=r"results\[t0\] vectors\[0\] has shape \(1, 2\)"):
+        chamfer_map(gts, {"t0": result(([[0.0, 0.0]], 0.9, 1))})
     with pytest.raises(ValueError, match="not finite"):
         chamfer_map(gts, {"t0": result((seg(0.0), float("nan"), 1))})
 
