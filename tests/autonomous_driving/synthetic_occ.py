@@ -231,18 +231,24 @@ def make_occ_dataset(
     pc_range: tuple[float, ...] = PC_RANGE,
     val_scenes: int = 0,
     version: str = "v1.0-trainval",
+    num_cams: int = 6,
 ) -> dict[str, Path]:
     """Write the dataset; return its paths (``data_root``, ``train_ann``, ``val_ann``, ``gts``,
     ``samples``).
 
     ``grid`` = (X, Y, Z) voxels over ``pc_range`` (the model's bev_w, bev_h, pillar_h);
     ``image_size`` = (W, H). ``val_scenes`` = 0 puts every scene in both pkls (what an overfit
-    check wants); k > 0 keeps the last k scenes for val only.
+    check wants); k > 0 keeps the last k scenes for val only. ``num_cams`` < 6 keeps the first
+    cameras of the published order.
     """
     if scenes < 1 or frames_per_scene < 1:
         raise ValueError(f"scenes and frames_per_scene must be >= 1, got {scenes}, {frames_per_scene}")
     if not 0 <= val_scenes < scenes or (val_scenes and scenes < 2):
         raise ValueError(f"val_scenes must be in [0, scenes), got {val_scenes} with scenes={scenes}")
+    if not 1 <= num_cams <= len(CAMERAS):
+        raise ValueError(
+            f"num_cams must be in [1, {len(CAMERAS)}] (the nuScenes rig, published order), got {num_cams}"
+        )
     root = Path(root)
     rng = np.random.default_rng(seed)
     nx, ny, nz = grid
@@ -251,7 +257,7 @@ def make_occ_dataset(
     half_extent = float(pc[3] - pc[0]) / 2
     step = max(0.05 * half_extent, 1.5 * float(voxel[0]))  # ego motion per key frame
     t_max = 3.0 * half_extent
-    rig = camera_rig(image_size)
+    rig = camera_rig(image_size)[:num_cams]
     lidar2ego = _pose(LIDAR2EGO_TRANSLATION, LIDAR2EGO_ROTATION)
     # voxel centres in the ego frame, (x, y, z) index order
     axes = [pc[i] + (np.arange(n) + 0.5) * voxel[i] for i, n in enumerate(grid)]

@@ -227,6 +227,11 @@ class NuSceneOcc(BaseDataset):
     # ------------------------------------------------------------------ items
     def _frame(self, idx: int) -> dict:
         item = self.pipeline(self.get_data_info(idx))
+        if not isinstance(item, dict) or not {"inputs", "data_samples"} <= set(item):
+            raise ValueError(
+                "NuSceneOcc: the pipeline must end with PackMultiViewInputs (it returned "
+                f"{sorted(item) if isinstance(item, dict) else type(item).__name__})"
+            )
         sample = item["data_samples"]
         for key in OCC_GT_KEYS:
             if key in sample and tuple(sample.get(key).shape) != self.occ_shape:
