@@ -204,7 +204,12 @@ def _transform_stack(metas: Sequence[Mapping], key: str, num_cams: int | None) -
                 f"img_metas[{b}] has no '{key}' (per camera 4x4 ego/lidar -> image matrices needed "
                 f"by BEVFormerEncoder.point_sampling); keys: {sorted(meta)}"
             )
-        value = np.asarray(meta[key], dtype=np.float64)
+        try:
+            value = np.asarray(meta[key], dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"img_metas[{b}]['{key}'] must be {num_cams or 'N'} 4x4 matrices: {err}"
+            ) from err
         if (
             value.ndim != 3
             or value.shape[1:] != (4, 4)
