@@ -397,6 +397,15 @@ def test_output_layout_and_predict():
     assert torch.equal(pred[0].pred_occ.long(), outs["occ"][0].argmax(-1))
 
 
+def test_extract_img_feat_layouts():
+    model = build_small().eval()
+    with torch.no_grad():
+        one_cam = model.extract_img_feat(torch.randn(1, 1, 3, IMG, IMG))  # published squeeze_ broke here
+        queue = model.extract_img_feat(torch.randn(2 * 3, 2, 3, IMG, IMG), len_queue=3)
+    assert [tuple(f.shape) for f in one_cam] == [(1, 1, DIM, s, s) for s in (8, 4, 2, 1)]
+    assert [tuple(f.shape) for f in queue] == [(2, 3, 2, DIM, s, s) for s in (8, 4, 2, 1)]
+
+
 @pytest.mark.parametrize("use_mask", [False, True])
 def test_loss_against_hand_computation(use_mask):
     head = build_small(use_mask=use_mask).pts_bbox_head
@@ -623,3 +632,48 @@ def test_bad_configs_get_clear_errors():
         MODELS.build(cfg)
     assert issubclass(MODELS.get("BEVFormerOccHead"), BEVFormerOccHead)
     assert MODELS.get("TransformerOcc") is TransformerOcc
+
+
+# -- mmengine integration -----------------------------------------------------------------------
+
+
+def test_train_and_test_step_through_the_data_preprocessor():
+    """Raw uint8 queues (images 60 high, padded to 64 by the preprocessor) through
+    ``train_step`` (one SGD update) and ``test_step`` (pred_occ per sample)."""
+    from mmengine.optim import OptimWrapper
+
+    model = build_small().train()
+    g = torch.Generator().manual_seed(0)
+
+    def batch(q, flags, scene):
+        metas = [
+            frame_meta(scene=scene, prev=f, can_bus=moving_can_bus(0.5 * i, 2.0 * i))
+            for i, f in enumerate(flags)
+        ]
+        for m in metas:
+            m["img_shape"] = [(IMG - 4, IMG, 3)] * 2
+            del m["pad_shape"]
+        img = torch.randint(0, 256, (q, 2, 3, IMG - 4, IMG), generator=g, dtype=torch.uint8)
+        return {"inputs": {"img": [img]}, "data_samples": [sample(metas)]}
+
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    before = model.pts_bbox_head.bev_embedding.weight.detach().clone()
+    log_vars = model.train_step(batch(2, (False, True), "s0"), optim)
+    assert set(log_vars) == {"loss", "loss_occ"} and torch.isfinite(log_vars["loss"])
+    assert not torch.equal(before, model.pts_bbox_head.bev_embedding.weight)
+    model.eval()
+    out = model.test_step(batch(1, (True,), "s1"))
+    assert out[0].pred_occ.shape == (BEV_W, BEV_H, PILLAR_H) and out[0].pred_occ.dtype == torch.uint8
+    assert out[0].metainfo["img_metas"][0]["pad_shape"] == [(IMG, IMG, 3)] * 2
+    out = model.test_step(batch(1, (True,), "s1"))  # same scene: the second frame has a history
+    assert model.prev_frame_info["prev_bev"].shape == (1, DIM, BEV_H, BEV_W)
+
+
+def test_loss_under_autocast():
+    """AmpOptimWrapper's autocast: the loss (fp32, as the published force_fp32) and backward run."""
+    model = build_small().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(images(1, 2), [sample(queue_metas((False, True)))], mode="loss")["loss_occ"]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert next(model.img_backbone.parameters()).grad.abs().sum() > 0

@@ -99,10 +99,12 @@ class BEVFormerOcc(BaseModel):
 
     # -- features -----------------------------------------------------------------------------
 
-    def extract_img_feat(self, img: torch.Tensor, len_queue: int | None = None) -> list[torch.Tensor]:
+    def extract_img_feat(self, img: torch.Tensor, img_metas: Metas | None = None,
+                         len_queue: int | None = None) -> list[torch.Tensor]:
         """FPN levels of (B, N, 3, H, W) images, each (B, N, C, h, w), or with ``len_queue``
-        (B/len_queue, len_queue, N, C, h, w). The published ``squeeze_()`` for B == 1 (which
-        also drops a single camera) is a plain reshape here."""
+        (B/len_queue, len_queue, N, C, h, w). ``img_metas`` is unused (published signature).
+        The published ``squeeze_()`` for B == 1 (which also drops a single camera) is a plain
+        reshape here."""
         if img.dim() != 5:
             raise ValueError(f"extract_img_feat expects images (B, N, 3, H, W), got shape {tuple(img.shape)}")
         batch, num_cams = img.shape[:2]
@@ -240,7 +242,7 @@ class BEVFormerOcc(BaseModel):
         outs = self.pts_bbox_head(feats, [meta], info["prev_bev"], test=True)
         info["prev_pos"] = tmp_pos
         info["prev_angle"] = tmp_angle
-        info["prev_bev"] = outs["bev_embed"]
+        info["prev_bev"] = outs["bev_embed"].detach()  # state across calls never holds a graph
         return self.pts_bbox_head.get_occ(outs)
 
 
