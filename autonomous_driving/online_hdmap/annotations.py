@@ -125,3 +125,30 @@ def camera_matrices(frame: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             image_path=info["image_path"], intrinsic=intrinsic, extrinsic=extrinsic, ego2img=k4 @ extrinsic
         )
     return out
+
+
+def frame_to_sample(frame: Mapping[str, Any], root_path: str | os.PathLike) -> dict[str, Any]:
+    """What the published ``AV2Dataset.get_sample`` gathers from one frame: ``token``,
+    ``segment_id``, ``img_filenames`` (``root_path/image_path``), per camera ``cam_names``,
+    ``intrinsics``, ``extrinsics``, ``ego2img`` (all in ``sensor`` order), the ego pose, and
+    ``map_geoms`` ``{label: [LineString (x, y, z)]}`` when the frame is annotated."""
+    from .vectorize import map_geoms_from_frame  # shapely, only needed here
+
+    cams = camera_matrices(frame)
+    pose = frame.get("pose", {})
+    sample: dict[str, Any] = {
+        "token": frame_token(frame),
+        "segment_id": frame.get("segment_id"),
+        "cam_names": list(cams),
+        "img_filenames": [os.path.join(os.fspath(root_path), c["image_path"]) for c in cams.values()],
+        "intrinsics": [c["intrinsic"] for c in cams.values()],
+        "extrinsics": [c["extrinsic"] for c in cams.values()],
+        "ego2img": [c["ego2img"] for c in cams.values()],
+        "ego2global_translation": np.asarray(
+            pose.get("ego2global_translation", np.zeros(3)), dtype=np.float64
+        ),
+        "ego2global_rotation": np.asarray(pose.get("ego2global_rotation", np.eye(3)), dtype=np.float64),
+    }
+    if "annotation" in frame:
+        sample["map_geoms"] = map_geoms_from_frame(frame)
+    return sample

@@ -88,6 +88,24 @@ def format_sample(
     return out
 
 
+def format_results(
+    predictions: Iterable[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    roi_size: Sequence[float] = ROI_SIZE,
+    meta: Mapping[str, Any] | None = None,
+) -> str:
+    """The dataset's ``format_results``: per-sample model outputs ``{'token', 'vectors'
+    (normalised), 'scores', 'labels'}`` -> ``<out_dir>/submission_vector.json`` (atomic).
+    A token seen twice is an error. Returns the file path."""
+    results: dict[str, dict[str, list]] = {}
+    for pred in predictions:
+        token = str(pred["token"])
+        if token in results:
+            raise ValueError(f"format_results: token {token} predicted twice")
+        results[token] = format_sample(pred["vectors"], pred["scores"], pred["labels"], roi_size)
+    return write_submission(os.path.join(os.fspath(out_dir), "submission_vector.json"), results, meta)
+
+
 def validate_submission(sub: Mapping[str, Any], source: str = "submission") -> None:
     """Raise naming the token and field on anything the evaluator could not score."""
     if not isinstance(sub, Mapping) or not isinstance(sub.get("results"), Mapping):

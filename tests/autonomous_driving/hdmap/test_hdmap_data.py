@@ -17,6 +17,7 @@ from autonomous_driving.online_hdmap.annotations import (
     AV2_CAMERAS,
     camera_matrices,
     frame_map_lines,
+    frame_to_sample,
     iter_frames,
     load_annotations,
     load_ground_truth,
@@ -24,6 +25,7 @@ from autonomous_driving.online_hdmap.annotations import (
 from autonomous_driving.online_hdmap.submission import (
     default_meta,
     denormalize_vectors,
+    format_results,
     format_sample,
     read_submission,
     write_submission,
@@ -281,3 +283,32 @@ def test_read_submission_pickle_without_code(tmp_path) -> None:
         read_submission(bad)
     with pytest.raises(ValueError, match=r"\.json"):
         read_submission(tmp_path / "sub.txt")
+
+
+def test_frame_to_sample(av2) -> None:
+    frame = next(iter_frames(load_annotations(av2["val_ann"])))
+    sample = frame_to_sample(frame, av2["root"])
+    assert sample["token"] == frame["timestamp"] and sample["cam_names"] == list(AV2_CAMERAS)
+    assert all(os.path.isfile(p) for p in sample["img_filenames"])
+    k4 = np.eye(4)
+    k4[:3, :3] = sample["intrinsics"][3]
+    np.testing.assert_allclose(sample["ego2img"][3], k4 @ sample["extrinsics"][3])
+    assert list(sample["map_geoms"]) == [0, 1, 2]
+    test_frame = {k: v for k, v in frame.items() if k != "annotation"}
+    assert "map_geoms" not in frame_to_sample(test_frame, av2["root"])
+
+
+def test_format_results_writes_the_submission(tmp_path) -> None:
+    preds = [
+        {"token": 11, "vectors": [np.array([[0.5, 0.5], [1.0, 1.0]])], "scores": [0.7], "labels": [0]},
+        {"token": "12", "vectors": [np.zeros((1, 2))], "scores": [0.2], "labels": [1]},
+    ]
+    path = format_results(preds, tmp_path)
+    assert path == str(tmp_path / "submission_vector.json")
+    sub = read_submission(path)
+    assert sub["results"] == {
+        "11": {"vectors": [[[1.0, 1.0], [32.0, 17.0]]], "scores": [0.7], "labels": [0]},
+        "12": {"vectors": [], "scores": [], "labels": []},
+    }
+    with pytest.raises(ValueError, match="predicted twice"):
+        format_results(preds + preds[:1], tmp_path)
