@@ -630,6 +630,9 @@ def test_bad_configs_get_clear_errors():
     cfg["pts_bbox_head"]["not_an_option"] = 1
     with pytest.raises(TypeError, match="not_an_option"):
         MODELS.build(cfg)
+    model = MODELS.build(small_cfg(rotate_center=(100, 100)))  # the published centre on a 6x4 grid
+    with pytest.raises(ValueError, match="rotate_center"):
+        model(images(1, 1), [sample([frame_meta()])], mode="tensor")
     assert issubclass(MODELS.get("BEVFormerOccHead"), BEVFormerOccHead)
     assert MODELS.get("TransformerOcc") is TransformerOcc
 
@@ -677,3 +680,45 @@ def test_loss_under_autocast():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert next(model.img_backbone.parameters()).grad.abs().sum() > 0
+
+
+def test_encoder_inputs_and_volume_layout_as_published():
+    """What get_bev_features hands the encoder (§4 steps 1, 5, 6) and how the BEV channels
+    become the (bs, X, Y, Z, classes) volume (§4 forward steps 3-4)."""
+    tr = build_small().eval().pts_bbox_head.transformer
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured.update(kwargs, args=args)
+        raise StopIteration
+
+    handle = tr.encoder.register_forward_pre_hook(grab, with_kwargs=True)
+    sizes = ((8, 8), (4, 4), (2, 2), (1, 1))
+    feats = [torch.randn(1, 2, DIM, h, w) for h, w in sizes]
+    queries = torch.randn(BEV_H * BEV_W, DIM)
+    bev_pos = torch.randn(1, DIM, BEV_H, BEV_W)
+    meta = frame_meta(can_bus=moving_can_bus(0.7, 20.0))
+    with pytest.raises(StopIteration):
+        tr.get_bev_features(feats, queries, BEV_H, BEV_W, grid_length=(2.0, 2.0), bev_pos=bev_pos,
+                            img_metas=[meta], prev_bev=None)
+    handle.remove()
+    query, key, value = captured["args"]
+    with torch.no_grad():
+        bus = tr.can_bus_mlp(torch.tensor(meta["can_bus"], dtype=torch.float32)[None])
+    assert torch.allclose(query, (queries + bus)[:, None])  # (nq, bs, C) + CAN-bus MLP
+    assert torch.equal(captured["bev_pos"], bev_pos.flatten(2).permute(2, 0, 1))
+    expected = torch.cat([(f[0].flatten(2).transpose(1, 2) + tr.cams_embeds[:, None] + tr.level_embeds[lvl])
+                          for lvl, f in enumerate(feats)], 1)[:, :, None]  # (N, Lv, bs, C)
+    assert key is value and torch.allclose(value, expected)
+    assert captured["spatial_shapes"].tolist() == [list(s) for s in sizes]
+    assert captured["level_start_index"].tolist() == [0, 64, 80, 84]
+    assert captured["prev_bev"] is None and captured["img_metas"] == [meta]
+    # Layout: channel m*pillar_h + z of BEV cell (y, x) is feature m at height z of voxel (x, y, z).
+    tr.decoder = torch.nn.Identity()
+    tr.predicter = torch.nn.Identity()
+    m, z, y, x = torch.meshgrid(torch.arange(DIM // PILLAR_H), torch.arange(PILLAR_H), torch.arange(BEV_H),
+                                torch.arange(BEV_W), indexing="ij")
+    code = (1000 * m + 100 * z + 10 * y + x).float().reshape(1, DIM, BEV_H, BEV_W)
+    volume = tr.decode(code)
+    assert volume.shape == (1, BEV_W, BEV_H, PILLAR_H, DIM // PILLAR_H)
+    assert volume[0, 5, 2, 3, 1] == 1000 * 1 + 100 * 3 + 10 * 2 + 5

@@ -183,6 +183,10 @@ class TransformerOcc(BaseModule):
         nq = bev_h * bev_w
         if bev_queries.shape != (nq, self.embed_dims):
             raise ValueError(f"bev_queries must be ({nq}, {self.embed_dims}), got {tuple(bev_queries.shape)}")
+        center_x, center_y = self.rotate_center
+        if self.rotate_prev_bev and not (0 <= center_x <= bev_w and 0 <= center_y <= bev_h):
+            raise ValueError(f"rotate_center {self.rotate_center} (x, y cells) lies outside the "
+                             f"{bev_w}x{bev_h} BEV grid; the published [100, 100] is the centre of 200x200")
         bev_queries = bev_queries.unsqueeze(1).repeat(1, bs, 1)
         bev_pos = bev_pos.flatten(2).permute(2, 0, 1)
         shift = self.compute_shift(img_metas, grid_length, bev_h, bev_w, dtype=bev_queries.dtype,
