@@ -8,13 +8,16 @@ published ``format_preds`` decoding.
 
 from __future__ import annotations
 
+import sys
 from math import comb
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
 
 
 def bernstein_matrix(t: np.ndarray, n_control: int) -> np.ndarray:
@@ -69,6 +72,7 @@ def decode_bezier(ctrl: ArrayT, n_points: int = 11) -> ArrayT:
     if ctrl.ndim != 3 or ctrl.shape[2] != 3:
         raise ValueError(f"decode_bezier: expected (n, K, 3) control points, got {tuple(ctrl.shape)}")
     a = bernstein_matrix(np.linspace(0, 1, n_points), ctrl.shape[1]).astype(np.float32)
-    if isinstance(ctrl, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported; the metric never needs it
+    if torch is not None and isinstance(ctrl, torch.Tensor):
         return torch.einsum("ij,njk->nik", torch.from_numpy(a).to(ctrl), ctrl)
     return np.einsum("ij,njk->nik", a, ctrl)

@@ -39,6 +39,8 @@ class _PlainDataUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),  # arrays under pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
         ("collections", "OrderedDict"),
     }
 

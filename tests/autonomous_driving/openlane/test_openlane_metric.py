@@ -454,3 +454,23 @@ def test_check_results_names_the_problem():
     for edit, message in cases:
         with pytest.raises(ValueError, match=message):
             check_results(broken(edit))
+
+
+def test_topology_confidence_cuts_through_evaluate():
+    # GT lanes 0 -> 1. Predictions (list order): lane 0 at 0.3, lane 1 at 0.9, a false positive at
+    # 0.6. Sorted: [TP, FP, TP] of 2 GT, recall [1/2, 1/2, 1], precision [1, 1/2, 2/3]:
+    # DET_l = (6·1 + 5·2/3)/11 = 28/33 at every threshold.
+    # Cuts: closest-observation percentiles of the recall curve give 1/2 for 10..80 % and 1 for
+    # 90, 100 %. Recall 1/2 -> last sorted position 1 -> cut 0.6: lane 0 is left out, its row and
+    # column become 1 - gt and all four vertex APs are 0. Recall 1 -> position 2 -> cut 0.3: both
+    # lanes in, all four APs 1. TOP_ll = 2/10.
+    # v0.1.0 reads the cuts from the unsorted list: conf[1] = 0.9 and conf[2] = 0.6, so lane 0
+    # is never in: TOP_ll = 0.
+    gt = gt_frame(lanes=GT_LANES[:2], tes=[], lclc=np.array([[0, 1], [0, 0]]), lcte=np.zeros((2, 0)))
+    lclc = [[0.1, 0.8, 0.1], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1]]
+    pred = pred_frame([GT_LANES[0], GT_LANES[1], lane(30.0)], [0.3, 0.9, 0.6], [], [], lclc, np.zeros((3, 0)))
+    fixed = score({TOKEN: gt}, {TOKEN: pred})["OpenLane-V2 Score"]
+    quirk = score({TOKEN: gt}, {TOKEN: pred}, published_inject_quirk=True)["OpenLane-V2 Score"]
+    assert fixed["DET_l"] == pytest.approx(28 / 33) and quirk["DET_l"] == fixed["DET_l"]
+    assert fixed["TOP_ll"] == pytest.approx(0.2)
+    assert quirk["TOP_ll"] == 0.0
