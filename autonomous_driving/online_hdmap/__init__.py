@@ -6,6 +6,6 @@ Importable home of the code behind the published folder ``Online-HD-Map-Construc
 the pure-numpy map vectorisation of the data pipeline (``vectorize``), and plain-torch
 model pieces: the generator's token arithmetic (``tokens``), its causal decoder
 (``causal_decoder``), the condition noise (``noise``), the IPM geometry and ``Upsample``
-(``ipm``), the BEV neck and the detector's top-k selection (``heads_common``). Modules import their heavy
-dependencies themselves, so the metric runs without torch or mmdet.
+(``ipm``), the BEV neck and the detector's top-k selection (``heads_common``). The
+metric and data modules import no torch or mmdet.
 """

@@ -80,3 +80,14 @@ def test_evaluate_submission_cli_errors(tmp_path) -> None:
         timeout=120,
     )
     assert proc.returncode != 0 and "submission: no such file" in proc.stderr
+
+
+def test_metric_needs_no_torch() -> None:
+    # The evaluator runs where only numpy/scipy/shapely are installed (a leaderboard box).
+    code = (
+        "import sys; import autonomous_driving.online_hdmap.vector_eval; "
+        "import autonomous_driving.online_hdmap.vectorize; "
+        "assert 'torch' not in sys.modules and 'mmdet' not in sys.modules"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
