@@ -113,8 +113,14 @@ class VectorEvaluate:
         self.last_result: dict[str, Any] | None = None
 
     def evaluate(
-        self, result_path: str | os.PathLike | Mapping[str, Any], logger: logging.Logger | str | None = None
+        self,
+        result_path: str | os.PathLike | Mapping[str, Any],
+        metric: str = "chamfer",
+        logger: logging.Logger | str | None = None,
     ) -> dict[str, float]:
+        if metric != "chamfer":
+            # The published AP.py also offered 'frechet'; the challenge metric is Chamfer.
+            raise ValueError(f"metric: only 'chamfer' (the challenge metric) is implemented, got {metric!r}")
         sub = result_path if isinstance(result_path, Mapping) else read_submission(result_path)
         _log(f"\nevaluating {len(ID2CAT)} categories...", logger)
         start = time.time()

@@ -239,6 +239,8 @@ def test_ground_truth_as_prediction_scores_one_everywhere(tmp_path, capsys) -> N
     assert "| num_preds | num_gts | AP@0.5 | AP@1.0 | AP@1.5 |" in printed and "|   boundary   |" in printed
     # A worker pool gives the same numbers.
     assert VectorEvaluate(ann, n_workers=1).evaluate(sub) == out
+    with pytest.raises(ValueError, match="only 'chamfer'"):
+        ev.evaluate(sub, "frechet")
 
 
 def test_table_layout() -> None:
