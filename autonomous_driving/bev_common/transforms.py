@@ -247,6 +247,11 @@ class LoadOccGTFromFile(BaseTransform):
                 "LoadOccGTFromFile: results['occ_gt_path'] is missing (the info lacks occ_gt_path)"
             )
         path = results["occ_gt_path"]
+        if path is None:  # the converter writes None for the unlabelled v1.0-test split
+            raise ValueError(
+                f"sample {results.get('sample_idx')} has no occupancy labels (test split): "
+                "drop LoadOccGTFromFile from the pipeline"
+            )
         if self.data_root:
             path = os.path.join(self.data_root, path)
         try:

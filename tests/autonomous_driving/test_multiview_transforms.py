@@ -125,6 +125,8 @@ def test_occ_gt_errors_name_the_file(tmp_path):
     load = build("LoadOccGTFromFile", data_root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="gts/x/labels.npz"):
         load.transform({"occ_gt_path": "gts/x/labels.npz", "sample_idx": "tok"})
+    with pytest.raises(ValueError, match="no occupancy labels"):
+        load.transform({"occ_gt_path": None, "sample_idx": "tok"})
     z = np.zeros((4, 4, 2), np.uint8)
     np.savez_compressed(
         tmp_path / "bad.npz", semantics=z, mask_lidar=z, mask_camera=np.zeros((4, 4, 3), np.uint8)
