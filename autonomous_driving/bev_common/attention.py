@@ -410,7 +410,7 @@ class SpatialCrossAttention(BaseModule):
         batch_first: bool = False,
         deformable_attention: Mapping = dict(
             type="MSDeformableAttention3D",
-            embed_dims=256,  # noqa: B006
+            embed_dims=256,
             num_points=8,
             num_levels=4,
         ),

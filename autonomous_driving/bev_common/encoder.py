@@ -62,9 +62,9 @@ class BEVFormerLayer(BaseTransformerLayer):
         feedforward_channels: int,
         ffn_dropout: float = 0.0,
         operation_order: Sequence[str] | None = None,
-        act_cfg: Mapping = dict(type="ReLU", inplace=True),  # noqa: B006
+        act_cfg: Mapping = dict(type="ReLU", inplace=True),
         norm_cfg: Mapping = dict(type="LN"),
-        ffn_num_fcs: int = 2,  # noqa: B006
+        ffn_num_fcs: int = 2,
         ffn_cfgs: Mapping | Sequence[Mapping] | None = None,
         batch_first: bool = True,
         init_cfg: Mapping | None = None,
