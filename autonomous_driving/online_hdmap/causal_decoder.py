@@ -1,0 +1,117 @@
+"""The PolylineGenerator's decoder (driving_hdmap_params.md §5.1, §5.5, §5.8): pre-norm,
+re-zero residuals, cross-attention into the BEV memory, and the incremental (cached)
+inference path. Published module and parameter names (``decoder.layers.{l}.self_attn``,
+``multihead_attn``, ``linear1/2``, ``norm1-3``, ``res_weight1/2/3``), sequence-first."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CausalTransformerDecoderLayer(nn.TransformerDecoderLayer):
+    """``nn.TransformerDecoderLayer`` (ReLU, sequence-first) with its own forward:
+
+    1. ``x = tgt_q + g1 * drop1(self_attn(LN1(tgt_q), LN1(tgt), LN1(tgt), mask))``
+    2. ``x = x + g2 * drop2(multihead_attn(LN2(x), memory, memory))`` (memory not normalised)
+    3. ``x = x + g3 * drop3(linear2(drop(relu(linear1(LN3(x))))))``
+
+    ``tgt_q`` is ``tgt`` or, with ``only_last``, its last position (the cached inference
+    step). ``g1..g3`` are the re-zero gains ``res_weight1..3`` (learnable, initialised 0, so
+    a fresh layer is the identity). ``norm_first`` and ``re_zero`` are taken by this class
+    and not passed on: as published the forward is always pre-norm whatever
+    ``norm_first`` says; ``re_zero=False`` (not published) uses gains fixed at 1.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        norm_first: bool = True,
+        re_zero: bool = True,
+        **kwargs,
+    ) -> None:
+        if kwargs.get("batch_first", False):
+            raise ValueError("batch_first: the published decoder is sequence-first (batch_first=False)")
+        super().__init__(d_model, nhead, dim_feedforward, dropout, **kwargs)
+        self.norm_first_requested = norm_first
+        self.re_zero = re_zero
+        if re_zero:
+            self.res_weight1 = nn.Parameter(torch.zeros(1))
+            self.res_weight2 = nn.Parameter(torch.zeros(1))
+            self.res_weight3 = nn.Parameter(torch.zeros(1))
+
+    def _gain(self, k: int) -> torch.Tensor | float:
+        return getattr(self, f"res_weight{k}") if self.re_zero else 1.0
+
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
+        only_last: bool = False,
+    ) -> torch.Tensor:
+        if tgt.ndim != 3 or memory.ndim != 3 or tgt.shape[1] != memory.shape[1]:
+            raise ValueError(
+                "tgt (T, N, D) and memory (S, N, D) expected with one N, got "
+                f"{tuple(tgt.shape)}, {tuple(memory.shape)}"
+            )
+        query = tgt[-1:] if only_last else tgt
+        if tgt_mask is not None and only_last:
+            tgt_mask = tgt_mask[-1:]
+        kv = self.norm1(tgt)
+        sa = self.self_attn(self.norm1(query), kv, kv, attn_mask=tgt_mask, need_weights=False)[0]
+        x = query + self._gain(1) * self.dropout1(sa)
+        ca = self.multihead_attn(self.norm2(x), memory, memory, need_weights=False)[0]
+        x = x + self._gain(2) * self.dropout2(ca)
+        ff = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(x)))))
+        return x + self._gain(3) * self.dropout3(ff)
+
+
+class CausalTransformerDecoder(nn.TransformerDecoder):
+    """A stack of ``CausalTransformerDecoderLayer`` (no final norm), with a layer cache.
+
+    ``forward(tgt, memory, cache=None, tgt_mask=None) -> (output, cache)``:
+
+    - training, or no cache yet (the first sampling step, the 5 condition tokens): every
+      layer runs on all positions; in eval the per-layer outputs are returned as the cache
+      ``(num_layers, T, N, D)`` (``None`` in training).
+    - with a cache (later sampling steps): each layer computes only the last position,
+      attending over its full input; layer 0's input is ``tgt`` as given (the published
+      sampler re-embeds all tokens each step), layer ``k > 0``'s is ``cat(cache[k-1], new)``.
+      The output covers all positions: ``cat(cache[-1], new)``.
+    """
+
+    def __init__(self, decoder_layer: CausalTransformerDecoderLayer, num_layers: int) -> None:
+        if not isinstance(decoder_layer, CausalTransformerDecoderLayer):
+            raise TypeError(
+                f"decoder_layer must be a CausalTransformerDecoderLayer, got {type(decoder_layer)}"
+            )
+        super().__init__(decoder_layer, num_layers, norm=None)
+
+    def forward(  # type: ignore[override]
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        cache: torch.Tensor | None = None,
+        tgt_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.training or cache is None:
+            x, outs = tgt, []
+            for layer in self.layers:
+                x = layer(x, memory, tgt_mask=tgt_mask)
+                outs.append(x)
+            return x, (None if self.training else torch.stack(outs))
+        if cache.shape[0] != self.num_layers or cache.shape[1] + 1 != tgt.shape[0]:
+            raise ValueError(
+                f"cache: expected ({self.num_layers}, T - 1 = {tgt.shape[0] - 1}, N, D), "
+                f"got {tuple(cache.shape)}"
+            )
+        x, new_cache = tgt, []
+        for k, layer in enumerate(self.layers):
+            new = layer(x, memory, tgt_mask=tgt_mask, only_last=True)
+            x = torch.cat([cache[k], new], 0)
+            new_cache.append(x)
+        return x, torch.stack(new_cache)
