@@ -1,28 +1,44 @@
-"""Inference throughput of InternImage-T against timm's ConvNeXt-T, measured in one run.
+"""InternImage-T against timm's ConvNeXt-T, measured in one run: inference throughput in
+float32 and under bfloat16 autocast, and one training step.
 
-    python -m classification.benchmark [--batch 8] [--img-size 224] [--repeat 5]
+    python -m classification.benchmark [--suite float32 bfloat16 train] [--batch 8]
+                                       [--img-size 224] [--repeat 5] [--threads N]
 
-Prints images/s of both and their ratio (the anchor is measured beside the model,
-since absolute times on shared machines mean little)."""
+Prints images/s (steps/s for ``train``) of both and their ratio per suite, then one
+PASS/MISS line per target. The anchor is measured beside the model, interleaved, since
+absolute times on shared machines mean little. ``bfloat16`` runs both models under
+``torch.autocast('cpu', torch.bfloat16)`` (AMX where the CPU has it); ``train`` is
+classification/benchmark_train.py (forward, backward, AdamW)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import timm
 import torch
 
+from classification import benchmark_train
 from classification.models import InternImage
 from classification.models.variants import VARIANTS
 from ops_dcnv3.bench_report import Target, machine_summary, report
 
-TARGET_RATIO = 0.9  # InternImage-T images/s over ConvNeXt-T's, same run
+# InternImage-T images/s over ConvNeXt-T's, same run, per inference dtype.
+TARGET_RATIO = {"float32": 0.9, "bfloat16": 0.9}
+SUITES = ("float32", "bfloat16", "train")
 
 
-def images_per_second(model: torch.nn.Module, batch: torch.Tensor, repeat: int) -> float:
-    with torch.inference_mode():
+def _autocast(dtype: str) -> contextlib.AbstractContextManager:
+    if dtype == "bfloat16":
+        return torch.autocast("cpu", torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def images_per_second(model: torch.nn.Module, batch: torch.Tensor, repeat: int,
+                      dtype: str = "float32") -> float:
+    with torch.inference_mode(), _autocast(dtype):
         for _ in range(2):  # warm-up: allocator, oneDNN primitive caches
             model(batch)
         times = []
@@ -33,39 +49,58 @@ def images_per_second(model: torch.nn.Module, batch: torch.Tensor, repeat: int) 
     return batch.shape[0] / statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def inference(dtype: str, batch_size: int, img_size: int, repeat: int, anchor_name: str) -> dict:
+    torch.manual_seed(0)
+    batch = torch.randn(batch_size, 3, img_size, img_size)
+    model = InternImage(**VARIANTS["t"]).eval()
+    anchor = timm.create_model(anchor_name).eval()
+    print(f"inference, {dtype}, batch {batch_size}, {img_size}x{img_size}, "
+          f"{torch.get_num_threads()} threads, median of {repeat}", flush=True)
+    # Interleave the two so that drifting machine load hits both alike.
+    ours, theirs = [], []
+    for _ in range(2):
+        ours.append(images_per_second(model, batch, repeat, dtype))
+        theirs.append(images_per_second(anchor, batch, repeat, dtype))
+    result = {"dtype": dtype, "internimage_t": max(ours), anchor_name: max(theirs)}
+    result["ratio"] = result["internimage_t"] / result[anchor_name]
+    print(f"InternImage-T {result['internimage_t']:.2f} img/s | {anchor_name} "
+          f"{result[anchor_name]:.2f} img/s | ratio {result['ratio']:.2f} ({dtype})", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", nargs="+", choices=SUITES, default=list(SUITES))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per model and round "
+                        "(the training step takes at most 3)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--anchor", default="convnext_tiny", help="timm model to compare with")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    batch = torch.randn(args.batch, 3, args.img_size, args.img_size)
-    model = InternImage(**VARIANTS["t"]).eval()
-    anchor = timm.create_model(args.anchor).eval()
-    size = f"{args.img_size}x{args.img_size}"
-    threads = torch.get_num_threads()
     print(machine_summary(), flush=True)
-    print(f"inference, batch {args.batch}, {size}, {threads} threads, median of {args.repeat}",
-          flush=True)
-    # Interleave the two so that drifting machine load hits both alike.
-    ours, theirs = [], []
-    for _ in range(2):
-        ours.append(images_per_second(model, batch, args.repeat))
-        theirs.append(images_per_second(anchor, batch, args.repeat))
-    result = {"internimage_t": max(ours), args.anchor: max(theirs)}
-    result["ratio"] = result["internimage_t"] / result[args.anchor]
-    print(f"InternImage-T {result['internimage_t']:.2f} img/s | {args.anchor} "
-          f"{result[args.anchor]:.2f} img/s | ratio {result['ratio']:.2f}")
-    return result
+    results = {}
+    for suite in args.suite:
+        if suite == "train":
+            results[suite] = benchmark_train.main(
+                ["--batch", str(args.batch), "--img-size", str(args.img_size), "--repeat",
+                 str(min(args.repeat, 3)), "--anchor", args.anchor], print_machine=False)
+        else:
+            results[suite] = inference(suite, args.batch, args.img_size, args.repeat, args.anchor)
+    return results
 
 
-def targets(result: dict[str, float]) -> list[Target]:
-    return [Target("InternImage-T / ConvNeXt-T inference throughput", result["ratio"], ">=", TARGET_RATIO)]
+def targets(results: dict[str, dict]) -> list[Target]:
+    found = []
+    for suite, result in results.items():
+        if suite == "train":
+            found += benchmark_train.targets(result)
+        else:
+            found.append(Target(f"InternImage-T / ConvNeXt-T inference throughput, {suite}",
+                                result["ratio"], ">=", TARGET_RATIO[suite]))
+    return found
 
 
 if __name__ == "__main__":

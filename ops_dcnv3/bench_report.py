@@ -55,12 +55,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# lscpu/cpuinfo flags worth naming, in the order printed.
+_ISA_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
+              ("amx_bf16", "AMX-BF16"), ("asimd", "NEON"), ("sve", "SVE"))
+
+
+def cpu_isa() -> str:
+    """The vector ISAs of the CPU (from /proc/cpuinfo's flags) and the one PyTorch's own
+    kernels dispatch to, e.g. ``AVX2 AVX-512 AVX512-BF16 AMX-BF16 (torch: AVX512)``."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    names = [name for flag, name in _ISA_FLAGS if flag in flags] or ["unknown"]
+    return f"{' '.join(names)} (torch: {torch.backends.cpu.get_cpu_capability()})"
+
+
 def machine_summary() -> str:
-    """One line: CPU model, cores, torch threads and the 1-minute load average (the load
-    says how much the figures may be off on a shared machine)."""
+    """One line: CPU model, its ISA, cores, torch threads and the 1-minute load average
+    (the load says how much the figures may be off on a shared machine)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"machine: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"load average {load:.2f}")
+    return (f"machine: {cpu_model()}, ISA {cpu_isa()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads, load average {load:.2f}")
 
 
 def report(targets: list[Target]) -> bool:
