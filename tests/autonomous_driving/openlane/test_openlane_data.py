@@ -337,3 +337,11 @@ def test_submission_file_is_checked_and_plain_data(tmp_path):
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"results": Evil()}))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         load_submission(tmp_path / "evil.pkl")
+
+
+def test_evaluate_refuses_frames_without_annotation(dataset):
+    gt = load_collection(dataset["root"] / "data_dict_subset_A_test.pkl")
+    empty = {"lane_centerline": [], "traffic_element": [], "topology_lclc": [], "topology_lcte": []}
+    sub = make_submission({t: {"predictions": dict(empty)} for t in gt})
+    with pytest.raises(ValueError, match="annotation"):
+        evaluate(gt, sub)

@@ -378,12 +378,13 @@ def test_f_score_pair_costs_by_hand():
     assert frame_counts([lane(0.0, -40, 40, n=81)], [lane(3.0, -40, 40, n=81)])["match_num"] == 0
 
 
-def test_min_cost_matching_against_brute_force():
+@pytest.mark.parametrize("solver", ["networkx", "scipy"])
+def test_min_cost_matching_against_brute_force(solver):
     rng = np.random.default_rng(0)
     for _ in range(60):
         g, p = (int(v) for v in rng.integers(1, 6, size=2))
         cost = rng.integers(0, 12, size=(g, p))  # small range: many ties
-        pairs = min_cost_matching(cost)
+        pairs = min_cost_matching(cost, solver)
         k = min(g, p)
         assert len(pairs) == k
         assert len({i for i, _ in pairs}) == k and len({j for _, j in pairs}) == k
@@ -394,7 +395,9 @@ def test_min_cost_matching_against_brute_force():
         assert sum(cost[i, j] for i, j in pairs) == best
     assert min_cost_matching(np.zeros((0, 3), np.int64)) == []
     with pytest.raises(ValueError, match="integer"):
-        min_cost_matching(np.zeros((2, 2)))
+        min_cost_matching(np.zeros((2, 2)), solver)
+    with pytest.raises(ValueError, match="solver"):
+        min_cost_matching(np.zeros((2, 2), np.int64), "ortools")
 
 
 def test_f_score_aggregates_over_frames():
@@ -474,3 +477,13 @@ def test_topology_confidence_cuts_through_evaluate():
     assert fixed["DET_l"] == pytest.approx(28 / 33) and quirk["DET_l"] == fixed["DET_l"]
     assert fixed["TOP_ll"] == pytest.approx(0.2)
     assert quirk["TOP_ll"] == 0.0
+
+
+def test_min_cost_matching_solvers_agree_on_frame_sizes():
+    # Frame-sized problems (brute force is out of reach): the pruned flow and the assignment
+    # solver reach the same optimum, with both G < P and G > P.
+    rng = np.random.default_rng(3)
+    for shape in ((12, 40), (40, 12)):
+        cost = rng.integers(0, 300, size=shape)
+        totals = [sum(cost[i, j] for i, j in min_cost_matching(cost, s)) for s in ("networkx", "scipy")]
+        assert totals[0] == totals[1]
