@@ -487,3 +487,17 @@ def test_min_cost_matching_solvers_agree_on_frame_sizes():
         cost = rng.integers(0, 300, size=shape)
         totals = [sum(cost[i, j] for i, j in min_cost_matching(cost, s)) for s in ("networkx", "scipy")]
         assert totals[0] == totals[1]
+
+
+def test_lane_between_thresholds():
+    # One GT lane from the ego origin (relaxation factor 1), predicted 1.5 m to the side: Fréchet
+    # 1.5 -> missed at 1 m, found at 2 and 3 m: DET_l = (0 + 1 + 1)/3.
+    # TOP_ll per threshold: at 1 m the lane is unmatched, its 1x1 matrix becomes 1 - gt = [[1]]
+    # against no GT edge: row 0, column 0. At 2 and 3 m it is matched, [[0.1]]: nothing either
+    # side, row 1, column 1. Pooled: (0 + 0 + 1 + 1 + 1 + 1)/6 = 2/3.
+    gt = gt_frame(lanes=[lane(0.0)], tes=[], lclc=np.zeros((1, 1)), lcte=np.zeros((1, 0)))
+    pred = pred_frame([lane(1.5)], [0.7], [], [], [[0.1]], np.zeros((1, 0)))
+    s = score({TOKEN: gt}, {TOKEN: pred})["OpenLane-V2 Score"]
+    assert s["DET_l"] == pytest.approx(2 / 3)
+    assert s["TOP_ll"] == pytest.approx(2 / 3)
+    assert s["TOP_lt"] == 0.0  # no traffic element anywhere: nothing to score
