@@ -43,6 +43,15 @@ def _mmdet_scope_one_thread():
 
 
 @pytest.fixture(autouse=True)
+def _fast_config_text(monkeypatch):
+    """mmengine logs and dumps the config formatted by yapf, ~5 s a run on the CI machine
+    (four times per ``Runner``); the tests read neither, so the plain dict text stands in."""
+    from mmengine.config import Config
+
+    monkeypatch.setattr(Config, "pretty_text", property(lambda self: str(self.to_dict())))
+
+
+@pytest.fixture(autouse=True)
 def _test_sam_types(monkeypatch):
     from sam import sam_model
 
@@ -52,7 +61,8 @@ def _test_sam_types(monkeypatch):
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("sam_main_zero_shot", REPO / "sam/main_zero_shot_instance_seg.py")
+    path = REPO / "sam" / "main_zero_shot_instance_seg.py"
+    spec = importlib.util.spec_from_file_location("sam_main_zero_shot", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -132,7 +142,8 @@ def _decode(result: dict) -> tuple[np.ndarray, np.ndarray]:
     import pycocotools.mask as mask_util
 
     instances = result["pred_instances"]
-    return instances["bboxes"].numpy(), np.stack([mask_util.decode(m) for m in instances["masks"]]).astype(bool)
+    masks = np.stack([mask_util.decode(m) for m in instances["masks"]]).astype(bool)
+    return instances["bboxes"].numpy(), masks
 
 
 def test_pipeline_reports_box_and_mask_metrics(tiny_set, tmp_path, monkeypatch):
