@@ -1,7 +1,7 @@
 """sam/: detector boxes prompt Segment Anything, on the detection tests' tiny COCO set with a
 randomly initialised DINO-T (the published config) and a SAM built without weights (the
-package's architecture scaled down, sam_testutils.tiny_sam: the published vit_b at 1024 px
-costs ~15 s per image on one CPU thread).
+package's architecture scaled down, sam_testutils.tiny_sam: the published vit_b's image
+encoder at 1024 px took 45 s per image on one thread of the shared CI CPU).
 
 End to end through ``main``: COCO box and mask metrics are reported and the masks land in
 the boxes that prompted them (a SAM whose decoder paints each prompt box makes the whole
@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +309,46 @@ def test_config_wraps_the_detector_and_keeps_the_output_root(tiny_set, tmp_path,
     assert cfg.model.sam_checkpoint == str(tiny_set["sam"]) and cfg.model.sam_type == TINY_SAM
     assert list(cfg.test_evaluator.metric) == ["bbox", "segm"]  # the default --eval
     assert cfg.work_dir == str(tmp_path / "output" / "work_dirs" / "dino_t_tiny")
+
+
+_DISTRIBUTED_RUNNER = """
+import sys
+sys.path.insert(0, {tests!r})
+import importlib.util
+from sam_testutils import TINY_SAM, tiny_sam
+from mmengine.config import Config
+from sam import sam_model
+sam_model.SAM_BUILDERS[TINY_SAM] = tiny_sam
+Config.pretty_text = property(lambda self: str(self.to_dict()))  # as _fast_config_text
+spec = importlib.util.spec_from_file_location("sam_main", {script!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_predictions(tiny_set, tmp_path):
+    """torchrun --nproc_per_node 2 ... --launcher pytorch on CPUs (gloo): each process takes
+    part of the images; the gathered predictions are those of one process."""
+    runner = tmp_path / "run_sam.py"
+    runner.write_text(_DISTRIBUTED_RUNNER.format(tests=str(Path(__file__).parent),
+                                                 script=str(REPO / "sam" / "main_zero_shot_instance_seg.py")))
+    common = [str(tiny_set[k]) for k in ("config", "detector", "sam")] + ["--sam_type", TINY_SAM]
+    single, double = tmp_path / "single.pkl", tmp_path / "double.pkl"
+    _script().main([*common, "--work-dir", str(tmp_path / "work1"), "--out", str(single)])
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(runner), *common, "--launcher", "pytorch",
+                           "--work-dir", str(tmp_path / "work2"), "--out", str(double)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "over 2 CPU processes (gloo)" in proc.stdout
+    with open(single, "rb") as f, open(double, "rb") as g:
+        one, two = pickle.load(f), pickle.load(g)
+    assert [r["img_id"] for r in one] == [r["img_id"] for r in two]
+    for a, b in zip(one, two):
+        assert torch.equal(a["pred_instances"]["bboxes"], b["pred_instances"]["bboxes"])
+        assert [m["counts"] for m in a["pred_instances"]["masks"]] == \
+            [m["counts"] for m in b["pred_instances"]["masks"]]
