@@ -102,16 +102,41 @@ def build_cfg(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def _test_dataset_size(dataset_cfg: dict) -> int | None:
+    """The number of samples of the test dataset, built unserialised (mmengine's serialising
+    step fails on an empty one); None when the dataset cannot be built that way."""
+    from mmdet.registry import DATASETS
+
+    try:
+        return len(DATASETS.build(dict(dataset_cfg, serialize_data=False)))
+    except Exception:  # noqa: BLE001 - a wrapper dataset, or another problem: let the first error stand
+        return None
+
+
+def build_test_loop(runner: Runner, cfg: Config, det_config: str):
+    """``runner.test_loop`` (built here: dataset, dataloader, evaluator); a test dataset
+    without images is one line naming its annotation file."""
+    dataset = cfg.test_dataloader.dataset
+    empty = fail(f"the test dataset of {det_config} has no images (ann_file {dataset.get('ann_file')!r}, "
+                 f"data_root {dataset.get('data_root')!r})")
+    try:
+        loop = runner.test_loop
+    except ValueError:
+        if _test_dataset_size(dataset) == 0:
+            raise empty from None
+        raise
+    if len(loop.dataloader.dataset) == 0:
+        raise empty
+    return loop
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     set_local_rank(args.local_rank)
     cfg = build_cfg(args)
     try:
         runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
-        if len(runner.test_loop.dataloader.dataset) == 0:
-            dataset = cfg.test_dataloader.dataset
-            raise fail(f"the test dataset of {args.det_config} has no images (ann_file "
-                       f"{dataset.get('ann_file')!r} under data_root {dataset.get('data_root')!r})")
+        build_test_loop(runner, cfg, args.det_config)
         if args.out:
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
         return runner.test()

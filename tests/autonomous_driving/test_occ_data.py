@@ -248,6 +248,10 @@ def test_published_relative_ann_file_and_a_moved_dataset(make_occ, tmp_path, mon
 def test_errors_are_clear(occ_data, make_occ, tmp_path):
     with pytest.raises(FileNotFoundError, match="create_data.py occ"):
         NuSceneOcc(ann_file=str(tmp_path / "missing.pkl"), data_root=str(tmp_path))
+    with pytest.raises(
+        FileNotFoundError, match=r"ann_file /\S+/data/occ3d-nus/occ_infos_temporal_train.pkl not"
+    ):
+        NuSceneOcc(ann_file="data/occ3d-nus/occ_infos_temporal_train.pkl", data_root="data/occ3d-nus/")
     with pytest.raises(ValueError, match=r"\(bev_w, bev_h, pillar_h\) is \(10, 10, 16\)"):
         dataset(occ_data, train=False, bev_size=(10, 10))[0]
     with pytest.raises(ValueError, match=r"is \(20, 20, 8\)"):
@@ -276,3 +280,35 @@ def test_other_camera_counts_and_sizes(make_occ):
     assert [f.split("/")[-2] for f in item["data_samples"].img_metas[0]["filename"]] == list(CAM_NAMES[:3])
     with pytest.raises(ValueError, match="num_cams"):
         make_occ_dataset(paths["data_root"], num_cams=7)
+
+
+def test_published_pipeline_and_preprocessor_normalise_once(make_occ):
+    """A published pipeline (NormalizeMultiviewImage + PadMultiViewImage) and ours (both in the
+    data preprocessor) give the same batch."""
+    from mmdet.registry import MODELS
+    from mmengine.dataset import pseudo_collate
+
+    import autonomous_driving.bev_common.data_preprocessor  # noqa: F401
+
+    norm = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+    paths = make_occ(scenes=1, frames_per_scene=1, image_size=(80, 45))
+    load = [
+        dict(type="LoadMultiViewImageFromFiles", to_float32=True),
+        dict(type="LoadOccGTFromFile", data_root=str(paths["data_root"])),
+    ]
+    published = load + [
+        dict(type="NormalizeMultiviewImage", **norm),
+        dict(type="PadMultiViewImage", size_divisor=32),
+    ]
+    pre = MODELS.build(
+        dict(type="MultiViewDataPreprocessor", mean=norm["mean"], std=norm["std"], bgr_to_rgb=True)
+    )
+    batches = []
+    for steps in (published, load):
+        ds = dataset(paths, train=False, pipeline=steps + [dict(type="PackMultiViewInputs")])
+        batches.append(pre(pseudo_collate([ds[0]])))
+    assert batches[0]["inputs"]["img"].shape == (1, 1, 6, 3, 64, 96)
+    torch.testing.assert_close(batches[0]["inputs"]["img"], batches[1]["inputs"]["img"], atol=1e-4, rtol=1e-5)
+    metas = [b["data_samples"][0].img_metas[0] for b in batches]
+    assert metas[0]["pad_shape"] == metas[1]["pad_shape"] == [(64, 96, 3)] * 6
+    assert metas[0]["img_shape"] == metas[1]["img_shape"] == [(45, 80, 3)] * 6

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
 from mmengine.evaluator import Evaluator
 from mmengine.structures import BaseDataElement
+from synthetic_occ import SHARED_DATA
 
 from autonomous_driving.occupancy_prediction.bevformer_occ import metric as metric_module
 from autonomous_driving.occupancy_prediction.bevformer_occ.metric import (
@@ -35,8 +35,12 @@ def sample(pred, gt, mask=None, token="t0") -> dict:
     """What mmengine's evaluator hands the metric (BaseDataElement.to_dict())."""
     gt = torch.as_tensor(np.asarray(gt, dtype=np.uint8))
     mask = torch.ones_like(gt) if mask is None else torch.as_tensor(np.asarray(mask, dtype=np.uint8))
-    return {"pred_occ": torch.as_tensor(np.asarray(pred, dtype=np.uint8)), "voxel_semantics": gt,
-            "mask_camera": mask, "img_metas": [{"sample_idx": token}]}
+    return {
+        "pred_occ": torch.as_tensor(np.asarray(pred, dtype=np.uint8)),
+        "voxel_semantics": gt,
+        "mask_camera": mask,
+        "img_metas": [{"sample_idx": token}],
+    }
 
 
 def evaluate(metric: OccMetric, samples: list[dict]) -> dict[str, float]:
@@ -117,8 +121,15 @@ def test_known_fscore() -> None:
     # 0.4 m threshold): accuracy 1/3 (x=0 only), completeness 1/2 -> F = 2/(3 + 2) = 0.4
     pred = column(4, 17, 17, 17, 17, 17, 17, 11, 17, 16)
     gt = column(4, 17, 17, 17, 15, 17, 17, 17, 17, 17)
-    acc, cmpl, f = frame_fscore(pred, gt, voxel_size=(0.4,) * 3, pc_range=(-40, -40, -1, 40, 40, 5.4),
-                                void=(17, 255), threshold_acc=0.4, threshold_complete=0.4)
+    acc, cmpl, f = frame_fscore(
+        pred,
+        gt,
+        voxel_size=(0.4,) * 3,
+        pc_range=(-40, -40, -1, 40, 40, 5.4),
+        void=(17, 255),
+        threshold_acc=0.4,
+        threshold_complete=0.4,
+    )
     assert (acc, cmpl) == (pytest.approx(1 / 3), 0.5) and f == pytest.approx(0.4)
     # the metric averages the per-frame F over frames: (0.4 + 1) / 2, mask outside -> void
     mask = np.ones_like(gt)
@@ -137,8 +148,12 @@ def test_printed_as_the_challenge_and_through_the_evaluator(monkeypatch) -> None
     evaluator = Evaluator(OccMetric(eval_fscore=True))
     gt = torch.as_tensor(column(0, 0, 1, 1, 2, 17))
     pred = torch.as_tensor(column(0, 1, 1, 1, 17, 17))
-    element = BaseDataElement(metainfo={"img_metas": [{"sample_idx": "tok"}]}, voxel_semantics=gt,
-                              mask_camera=torch.ones_like(gt), pred_occ=pred)
+    element = BaseDataElement(
+        metainfo={"img_metas": [{"sample_idx": "tok"}]},
+        voxel_semantics=gt,
+        mask_camera=torch.ones_like(gt),
+        pred_occ=pred,
+    )
     evaluator.process([element])
     out = evaluator.evaluate(1)
     assert out["occ/mIoU"] == pytest.approx((50 + 200 / 3) / 3)
@@ -154,8 +169,10 @@ def test_show_dir_writes_published_npz_dumps(tmp_path, real_frame) -> None:
     pred = np.roll(gt, 1, axis=0)
     metric = OccMetric(show_dir=str(tmp_path / "show"))
     # two frames, the second listed twice (a token the dataset holds twice gets its copy)
-    evaluate(metric, [sample(pred, gt, token="first"), sample(gt, gt, token="second"),
-                      sample(gt, gt, token="second")])
+    evaluate(
+        metric,
+        [sample(pred, gt, token="first"), sample(gt, gt, token="second"), sample(gt, gt, token="second")],
+    )
     files = sorted(p.name for p in (tmp_path / "show").iterdir())
     assert files == ["0000.npz", "0001.npz", "0002.npz"]  # nothing half-written left behind
     with np.load(tmp_path / "show" / "0000.npz") as dump:

@@ -248,7 +248,7 @@ def create_occ_infos(
                 f"sample {sample['token']} of {scene_name} is not in annotations.json's scene_infos"
             )
         info = dict(
-            lidar_path=_relative_to_cwd(str(lidar_path)),
+            lidar_path=str(lidar_path),  # as published: not made cwd-relative
             token=sample["token"],
             prev=sample["prev"],
             next=sample["next"],

@@ -126,8 +126,13 @@ class NuSceneOcc(BaseDataset):
         self.overlap_test, self.modality, self.box_type_3d = overlap_test, modality, box_type_3d
         self.use_valid_flag, self.filter_empty_gt = use_valid_flag, filter_empty_gt
         # published configs give ann_file with data_root already in front of it
-        if data_root and not os.path.isabs(ann_file) and os.path.exists(ann_file):
-            if not os.path.exists(os.path.join(data_root, ann_file)):
+        if (
+            data_root
+            and not os.path.isabs(ann_file)
+            and not os.path.exists(os.path.join(data_root, ann_file))
+        ):
+            prefixed = os.path.normpath(ann_file).startswith(os.path.normpath(data_root) + os.sep)
+            if prefixed or os.path.exists(ann_file):
                 ann_file = os.path.abspath(ann_file)
         super().__init__(
             ann_file=ann_file, data_root=data_root, pipeline=list(pipeline), test_mode=test_mode, **kwargs

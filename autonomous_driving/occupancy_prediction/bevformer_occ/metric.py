@@ -139,7 +139,8 @@ class OccMetric(BaseMetric):
         void: labels that are empty space for the F-score (``free`` and 255, the masked-out mark).
         threshold_acc, threshold_complete, leaf_size: published F-score parameters.
         show_dir: write ``NNNN.npz`` (``pred``, ``gt``, ``sample_token``) per frame here.
-        class_names: defaults to the 18 Occ3D names (dataset meta ``classes`` when given).
+        class_names: defaults to the 18 Occ3D names.
+        collect_device, collect_dir, prefix: mmengine ``BaseMetric`` (``--gpu-collect``, ``--tmpdir``).
     """
 
     default_prefix = "occ"
@@ -151,8 +152,8 @@ class OccMetric(BaseMetric):
                  void: Sequence[int] = (17, 255), threshold_acc: float = 0.4,
                  threshold_complete: float = 0.4, leaf_size: int = 10, show_dir: str | None = None,
                  class_names: Sequence[str] | None = None, collect_device: str = "cpu",
-                 prefix: str | None = None) -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix)
+                 collect_dir: str | None = None, prefix: str | None = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
         names = [metric] if isinstance(metric, str) else list(metric)
         unknown = [m for m in names if m not in EVAL_NAMES]
         if unknown:

@@ -86,9 +86,11 @@ class TransformerOcc(BaseModule):
         self.pillar_h = pillar_h
         self.middle_dims = embed_dims // pillar_h
         self.two_stage_num_proposals = two_stage_num_proposals  # unused, as published
-        # Direct parameters first: this is the published state_dict order.
-        self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, embed_dims))
-        self.cams_embeds = nn.Parameter(torch.empty(num_cams, embed_dims))
+        # Direct parameters first: this is the published state_dict order. Drawn N(0, 1) here
+        # already (published: uninitialised memory until init_weights), so a model built by
+        # hand without init_weights() never computes on garbage.
+        self.level_embeds = nn.Parameter(torch.randn(num_feature_levels, embed_dims))
+        self.cams_embeds = nn.Parameter(torch.randn(num_cams, embed_dims))
         self.encoder = MODELS.build(encoder)
         bias_3d = norm_cfg_3d is None  # False here: BN3d follows each conv
         self.decoder = nn.Sequential(

@@ -337,3 +337,48 @@ def test_submission_file_is_checked_and_plain_data(tmp_path):
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"results": Evil()}))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         load_submission(tmp_path / "evil.pkl")
+
+
+def test_evaluate_refuses_frames_without_annotation(dataset):
+    gt = load_collection(dataset["root"] / "data_dict_subset_A_test.pkl")
+    empty = {"lane_centerline": [], "traffic_element": [], "topology_lclc": [], "topology_lcte": []}
+    sub = make_submission({t: {"predictions": dict(empty)} for t in gt})
+    with pytest.raises(ValueError, match="annotation"):
+        evaluate(gt, sub)
+
+
+def test_resize_front_view():
+    from mmdet.registry import TRANSFORMS
+
+    import autonomous_driving.openlane_v2.transforms  # noqa: F401 (registers)
+
+    t = TRANSFORMS.build(dict(type="ResizeFrontView"))
+    front = np.zeros((64, 48, 3), np.float32)  # portrait (H, W) = (64, 48)
+    front[:, :24] = 1.0  # left half bright
+    side = np.ones((48, 64, 3), np.float32)
+    k = np.array([[40.0, 0, 24, 0], [0, 40.0, 32, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    l2c = np.eye(4)
+    results = {
+        "img": [front, side],
+        "img_shape": [front.shape, side.shape],
+        "lidar2img": [k @ l2c, k @ l2c],
+        "cam_intrinsic": [k, k],
+        "cam2imgs": [k[:3, :3], k[:3, :3]],
+        "gt_te": np.array([[12.0, 16.0, 24.0, 32.0]], np.float32),
+    }
+    out = t(results)
+    ws, hs = 64 / 48, 48 / 64
+    assert out["img"][0].shape == (48, 64, 3) and out["img"][1] is side
+    assert out["img_shape"] == [(48, 64, 3), (48, 64, 3)]
+    np.testing.assert_allclose(out["scale_factor"], np.float32([ws, hs, ws, hs]))
+    np.testing.assert_allclose(out["gt_te"], [[16.0, 12.0, 32.0, 24.0]], rtol=1e-6)
+    assert (
+        out["img"][0][:, :31].mean() > 0.99 and out["img"][0][:, 33:].max() < 0.01
+    )  # stretched, not rotated
+    # A point that projected to pixel (u, v) in the portrait image projects to (u·ws, v·hs).
+    p = np.array([0.5, -0.25, 2.0, 1.0])
+    before = (k @ l2c @ p)[:3]
+    after = (out["lidar2img"][0] @ p)[:3]
+    np.testing.assert_allclose(after[:2] / after[2], before[:2] / before[2] * [ws, hs])
+    np.testing.assert_allclose(out["cam2imgs"][0], np.diag([ws, hs, 1]) @ k[:3, :3])
+    np.testing.assert_array_equal(out["lidar2img"][1], k @ l2c)

@@ -378,12 +378,13 @@ def test_f_score_pair_costs_by_hand():
     assert frame_counts([lane(0.0, -40, 40, n=81)], [lane(3.0, -40, 40, n=81)])["match_num"] == 0
 
 
-def test_min_cost_matching_against_brute_force():
+@pytest.mark.parametrize("solver", ["networkx", "scipy"])
+def test_min_cost_matching_against_brute_force(solver):
     rng = np.random.default_rng(0)
     for _ in range(60):
         g, p = (int(v) for v in rng.integers(1, 6, size=2))
         cost = rng.integers(0, 12, size=(g, p))  # small range: many ties
-        pairs = min_cost_matching(cost)
+        pairs = min_cost_matching(cost, solver)
         k = min(g, p)
         assert len(pairs) == k
         assert len({i for i, _ in pairs}) == k and len({j for _, j in pairs}) == k
@@ -394,7 +395,9 @@ def test_min_cost_matching_against_brute_force():
         assert sum(cost[i, j] for i, j in pairs) == best
     assert min_cost_matching(np.zeros((0, 3), np.int64)) == []
     with pytest.raises(ValueError, match="integer"):
-        min_cost_matching(np.zeros((2, 2)))
+        min_cost_matching(np.zeros((2, 2)), solver)
+    with pytest.raises(ValueError, match="solver"):
+        min_cost_matching(np.zeros((2, 2), np.int64), "ortools")
 
 
 def test_f_score_aggregates_over_frames():
@@ -474,3 +477,27 @@ def test_topology_confidence_cuts_through_evaluate():
     assert fixed["DET_l"] == pytest.approx(28 / 33) and quirk["DET_l"] == fixed["DET_l"]
     assert fixed["TOP_ll"] == pytest.approx(0.2)
     assert quirk["TOP_ll"] == 0.0
+
+
+def test_min_cost_matching_solvers_agree_on_frame_sizes():
+    # Frame-sized problems (brute force is out of reach): the pruned flow and the assignment
+    # solver reach the same optimum, with both G < P and G > P.
+    rng = np.random.default_rng(3)
+    for shape in ((12, 40), (40, 12)):
+        cost = rng.integers(0, 300, size=shape)
+        totals = [sum(cost[i, j] for i, j in min_cost_matching(cost, s)) for s in ("networkx", "scipy")]
+        assert totals[0] == totals[1]
+
+
+def test_lane_between_thresholds():
+    # One GT lane from the ego origin (relaxation factor 1), predicted 1.5 m to the side: Fréchet
+    # 1.5 -> missed at 1 m, found at 2 and 3 m: DET_l = (0 + 1 + 1)/3.
+    # TOP_ll per threshold: at 1 m the lane is unmatched, its 1x1 matrix becomes 1 - gt = [[1]]
+    # against no GT edge: row 0, column 0. At 2 and 3 m it is matched, [[0.1]]: nothing either
+    # side, row 1, column 1. Pooled: (0 + 0 + 1 + 1 + 1 + 1)/6 = 2/3.
+    gt = gt_frame(lanes=[lane(0.0)], tes=[], lclc=np.zeros((1, 1)), lcte=np.zeros((1, 0)))
+    pred = pred_frame([lane(1.5)], [0.7], [], [], [[0.1]], np.zeros((1, 0)))
+    s = score({TOKEN: gt}, {TOKEN: pred})["OpenLane-V2 Score"]
+    assert s["DET_l"] == pytest.approx(2 / 3)
+    assert s["TOP_ll"] == pytest.approx(2 / 3)
+    assert s["TOP_lt"] == 0.0  # no traffic element anywhere: nothing to score
