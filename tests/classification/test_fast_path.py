@@ -36,15 +36,24 @@ def test_fast_path_matches_plain_path():
     torch.testing.assert_close(fast, plain.detach(), atol=1e-4, rtol=1e-4)
 
 
-def test_fused_residual_add_matches_unfused():
-    from classification.models.intern_image import linear_add
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
+@pytest.mark.parametrize("kind", ["plain", "gelu", "residual"])
+def test_fused_linear_matches_unfused(kind, autocast):
+    from classification.models.intern_image import fused_linear
 
+    torch.manual_seed(0)
     layer = torch.nn.Linear(24, 16)
     x, residual = torch.randn(3, 5, 24), torch.randn(3, 5, 16)
-    with torch.inference_mode():
-        fused = linear_add(x, layer, residual)
-    expected = residual + torch.nn.functional.linear(x, layer.weight, layer.bias)
-    torch.testing.assert_close(fused, expected.detach(), atol=1e-5, rtol=1e-5)
+    kwargs = {"gelu": kind == "gelu", "residual": residual if kind == "residual" else None}
+    with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        with torch.inference_mode():  # the fused oneDNN call
+            fused = fused_linear(x, layer, **kwargs)
+        expected = torch.nn.functional.linear(x, layer.weight, layer.bias)  # grad mode: plain
+    expected = torch.nn.functional.gelu(expected) if kind == "gelu" else expected
+    expected = residual + expected if kind == "residual" else expected
+    assert fused.dtype == (torch.bfloat16 if autocast else torch.float32)
+    tol = dict(atol=3e-2, rtol=3e-2) if autocast else dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.float(), expected.detach().float(), **tol)
 
 
 # bfloat16 keeps 8 bits of mantissa: logits of the tiny model under autocast stay within
