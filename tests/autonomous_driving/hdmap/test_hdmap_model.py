@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from mmdet.registry import MODELS
+from mmdet.registry import DATASETS, MODELS
 from mmengine.registry import init_default_scope
 from mmengine.structures import BaseDataElement
 from synthetic_av2 import make_av2_dataset
@@ -318,7 +318,7 @@ def test_published_inits() -> None:
     assert torch.count_nonzero(det.transformer.reference_points_embed.bias) == 0
     gen = MODELS.build(gen_cfg(d=32, c=16, heads=4, layers=2))
     assert all(
-        float(getattr(layer, f"res_weight{k}")) == 0 for layer in gen.decoder.layers for k in (1, 2, 3)
+        getattr(layer, f"res_weight{k}").item() == 0 for layer in gen.decoder.layers for k in (1, 2, 3)
     )
     assert gen.canvas_size.tolist() == [200, 100] and det.canvas_size.tolist() == [200, 100]
     # re-zero: a fresh decoder is the identity.
@@ -450,7 +450,7 @@ def test_generator_training_pass_is_causal_and_masked() -> None:
     loss = gen.loss(batch, logits)["seq"]
     logp = torch.log_softmax(logits, -1).gather(-1, batch["polylines"][..., None])[..., 0]
     w = batch["polyline_weights"]
-    assert float(loss) == pytest.approx(
+    assert loss.item() == pytest.approx(
         float(-(logp * batch["polyline_masks"] * w).sum() / w.sum()), rel=1e-6
     )
 
@@ -584,7 +584,7 @@ def test_tiny_model_trains_and_predicts(av2_batch) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        totals.append(float(loss))
+        totals.append(loss.item())
     assert set(losses) == {"det_cls", "det_reg", "det_d0.cls", "det_d0.reg", "gen_seq"}
     assert all(math.isfinite(t) for t in totals) and totals[-1] < totals[0], totals
     grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -625,7 +625,7 @@ def test_frames_without_lines_reuse_the_last_batch(av2_batch) -> None:
     for s in empty["data_samples"]:
         s.polys = []
     first = model(**model.data_preprocessor(_copy(empty), True), mode="loss")
-    assert all(float(v) == 0 for v in first.values())  # nothing seen yet: zero losses
+    assert all(v.item() == 0 for v in first.values())  # nothing seen yet: zero losses
     sum(first.values()).backward()
     model(**model.data_preprocessor(_copy(av2_batch), True), mode="loss")
     mixed = _copy(av2_batch)
@@ -635,7 +635,7 @@ def test_frames_without_lines_reuse_the_last_batch(av2_batch) -> None:
     reused = model._valid_batch(torch.zeros(2, 7, 3, 64, 96), empty["data_samples"])
     assert reused[0].shape[0] == 1 and len(reused[2]) == 1  # the last batch that had lines
     losses = model(**model.data_preprocessor(_copy(empty), True), mode="loss")
-    assert float(losses["gen_seq"]) > 0
+    assert losses["gen_seq"].item() > 0
 
 
 def test_pad_quirk_on_ego2img() -> None:
@@ -706,3 +706,45 @@ def test_errors_are_clear(av2_batch) -> None:
             {"lines": torch.full((2, 4), float("nan")), "scores": torch.zeros(2, 3)},
             {"lines": torch.ones(1, 4), "labels": torch.zeros(1, dtype=torch.long)},
         )
+
+
+def test_train_and_test_step_through_the_map_pipeline(tmp_path) -> None:
+    """The dataset / transforms / metric side of the contract (``online_hdmap.transforms``,
+    ``dataset``, ``metric``) end to end with mmengine's ``train_step`` / ``test_step``."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.optim import OptimWrapper
+
+    import autonomous_driving.online_hdmap.registration  # noqa: F401  (dataset, transforms, metric)
+    from autonomous_driving.online_hdmap.metric import sample_prediction
+
+    ds = make_av2_dataset(tmp_path, segments=1, frames_per_segment=2, image_size=(64, 48), splits=("train",))
+    steps = [
+        dict(type="VectorizeMap", coords_dim=2, roi_size=(60, 30), simplify=True, normalize=True),
+        dict(
+            type="PolygonizeLocalMapBbox", canvas_size=(200, 100), coord_dim=2, num_class=3, threshold=4 / 200
+        ),
+        dict(type="LoadMultiViewImageFromFiles", color_type="unchanged"),
+        dict(type="ResizeMultiViewImages", size=IMG_HW),
+        dict(type="PadMultiViewImages", size_divisor=32, change_intrinsics=True),
+        dict(type="PackMapInputs", keys=["img", "polys", "vectors"], meta_keys=["token", "ego2img"]),
+    ]
+    dataset = DATASETS.build(
+        dict(type="AV2Dataset", ann_file=ds["train_ann"], root_path=ds["root"], pipeline=steps)
+    )
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg(tiny=True))
+    wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    batch = pseudo_collate([dataset[0], dataset[1]])
+    assert batch["data_samples"][0].metainfo["img_metas"][0]["ego2img_pad_scaled"] is True
+    model.train()
+    logs = [model.train_step(copy.deepcopy(batch), wrapper) for _ in range(3)]
+    total = [float(log["loss"]) for log in logs]
+    parts = sum(float(v) for k, v in logs[0].items() if k != "loss")
+    assert total[0] == pytest.approx(parts, rel=1e-5)  # every entry counts, as published
+    assert total[-1] < total[0], total
+    model.eval()
+    model.set_sampling_seed(0)
+    out = model.test_step(copy.deepcopy(batch))
+    preds = [sample_prediction(s.to_dict()) for s in out]
+    assert [p["token"] for p in preds] == ds["tokens"]["train"]
+    assert all(len(p["vectors"]) == 5 for p in preds)
