@@ -6,7 +6,7 @@ mmengine assumes GPUs in three places; :func:`adapt_to_cpu` adjusts the config f
 - ``--launcher pytorch`` (``dist_train.sh CONFIG N``, torchrun): mmengine's ``init_dist``
   calls ``torch.cuda.set_device`` and the configs name ``nccl``. Here the process group is
   started with ``gloo`` first (mmengine then uses it), and the model is wrapped in
-  ``MMDistributedDataParallel`` without ``device_ids``: data-parallel training over N
+  ``MMDistributedDataParallel`` without ``device_ids``: a data-parallel run over N
   processes, gradients all-reduced. ``SyncBatchNorm`` has no CPU kernel, so on CPU its layers
   train as per-process ``BatchNorm`` (what mmengine does for one process anyway).
   ``--launcher slurm|mpi`` need GPUs: refused in one line.
@@ -84,11 +84,11 @@ def adapt_to_cpu(cfg: Any, launcher: str) -> list[str]:
         wrapper.setdefault("broadcast_buffers", False)
         wrapper["device_ids"] = None  # CPU modules: DDP takes no device ids
         cfg.model_wrapper_cfg = wrapper
-        notes.append(f"no CUDA: data-parallel training over {dist.get_world_size()} CPU processes (gloo)")
+        notes.append(f"no CUDA: data-parallel run over {dist.get_world_size()} CPU processes (gloo)")
         if n := _sync_bn_to_bn(cfg.model):
             notes.append(f"no CUDA: {n} SyncBN layer configs train as per-process BN (SyncBatchNorm "
                          "needs GPUs)")
-    if cfg.optim_wrapper.get("type") == "AmpOptimWrapper":  # --amp, or the config's own
+    if (cfg.get("optim_wrapper") or {}).get("type") == "AmpOptimWrapper":  # --amp, or the config's own
         cfg.optim_wrapper.type = "CPUAutocastOptimWrapper"
         cfg.optim_wrapper.pop("loss_scale", None)
         notes.append("no CUDA: --amp is bfloat16 autocast on CPU (no loss scaling)")

@@ -40,6 +40,7 @@ from dense_common.cli import (
     set_eval_metrics,
     set_local_rank,
 )
+from dense_common.cpu_training import adapt_to_cpu
 
 # published dataset.evaluate() keyword -> mmdet 3 evaluator argument
 EVAL_OPTION_NAMES = {"jsonfile_prefix": "outfile_prefix"}
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     set_local_rank(args.local_rank)
     cfg = build_cfg(args)
+    for note in adapt_to_cpu(cfg, args.launcher):  # dist_test.sh without CUDA: gloo
+        print(note)
     runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
     if args.out:
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

@@ -40,6 +40,7 @@ from dense_common.cli import (
     set_eval_metrics,
     set_local_rank,
 )
+from dense_common.cpu_training import adapt_to_cpu
 
 # published dataset.evaluate()/format_results() keyword -> mmseg 1 evaluator argument
 EVAL_OPTION_NAMES = {"imgfile_prefix": "output_dir"}
@@ -167,6 +168,8 @@ def build_cfg(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = build_cfg(args)
+    for note in adapt_to_cpu(cfg, args.launcher):  # dist_test.sh without CUDA: gloo
+        print(note)
     metrics = Runner.from_cfg(cfg).test()
     print("results: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
     return metrics

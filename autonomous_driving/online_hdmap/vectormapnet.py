@@ -27,6 +27,7 @@ detector's per-layer outputs.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -99,7 +100,8 @@ class VectorMapNet(BaseModel):
 
     Training drops frames without lines; a batch with none reuses the last batch that had
     some (``last_epoch``, as published). The loss is the plain sum of the head's loss dict.
-    ``init_weights`` keeps every module's constructor init (the published model's
+    ``parse_losses`` sums every entry (the published total; mmengine's default would sum only
+    keys containing 'loss'). ``init_weights`` keeps every module's constructor init (the published model's
     ``init_weights`` only logs) and loads the image backbone's pretrained ``init_cfg``.
     ``with_auxiliary_head`` and ``only_det`` are not published for this baseline and raise."""
 
@@ -147,6 +149,23 @@ class VectorMapNet(BaseModel):
             return
         device = next(self.parameters()).device
         self.sample_generator = torch.Generator(device=device).manual_seed(int(seed))
+
+    def parse_losses(self, losses: Mapping[str, Any]) -> tuple[torch.Tensor, OrderedDict]:
+        """The published total: the plain sum of *every* entry (``det_cls``, ``gen_seq``, ...;
+        mmengine's default would sum only keys containing 'loss', i.e. none of these).
+        Returns ``(loss, log_vars)`` with ``log_vars['loss']`` first, as mmengine does."""
+        log_vars = []
+        for name, value in losses.items():
+            if isinstance(value, torch.Tensor):
+                log_vars.append([name, value.mean()])
+            elif isinstance(value, Sequence) and all(isinstance(v, torch.Tensor) for v in value):
+                log_vars.append([name, sum(v.mean() for v in value)])
+            else:
+                raise TypeError(f"loss {name!r} must be a tensor or a list of tensors, got {type(value)}")
+        if not log_vars:
+            raise ValueError("parse_losses: the head returned no losses")
+        loss = sum(v for _, v in log_vars)
+        return loss, OrderedDict([("loss", loss), *log_vars])
 
     # ----------------------------------------------------------------- features
     @staticmethod

@@ -171,3 +171,22 @@ def test_tiny_changes_sizes_only() -> None:
     assert not not_sizes, f"the tiny config changes more than sizes: {not_sizes}"
     model = build_on_meta(tiny_cfg)
     assert model.pts_bbox_head.bev_embedding.weight.shape == (400, 64)
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="dense_common.layer_decay.model_tree knows only mmdet/mmseg models: the driving "
+                          "models (mmengine BaseModel in mmdet's registry) need the detection rule there")
+def test_layer_decay_constructor_groups_the_occupancy_model() -> None:
+    """The published optimizer: CustomLayerDecayOptimizerConstructor at rate 1.0 puts every
+    parameter at the base lr; no weight decay on 1-D tensors, biases, norms, sampling offsets."""
+    from mmengine.optim import build_optim_wrapper
+
+    cfg = load("bevformer_tiny_occ.py")
+    model = build_on_meta(cfg).to_empty(device="cpu")
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    groups = wrapper.optimizer.param_groups
+    assert {g["lr"] for g in groups} == {2e-4}
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        exempt = param.ndim == 1 or name.endswith(".bias") or "norm" in name or "sampling_offsets" in name
+        assert decay_of[id(param)] == (0.0 if exempt else 0.05), name

@@ -1,6 +1,7 @@
 """Dense training on a machine without CUDA (dense_common/cpu_training.py), as the README
 documents it: ``dist_train.sh CONFIG 2`` is data-parallel training over two gloo processes
-(one run, one work dir, the data split between the ranks), ``--amp`` is bfloat16 autocast,
+(one run, one work dir, the data split between the ranks) and ``dist_test.sh CONFIG CKPT 2``
+evaluates over two; ``--amp`` is bfloat16 autocast,
 and the GPU-only launchers fail in one line. The detection scripts share the same code."""
 
 from __future__ import annotations
@@ -31,13 +32,23 @@ def test_dist_train_two_cpu_processes_train_one_model(tiny_dataset: Path, tmp_pa
                           env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert out.count("no CUDA: data-parallel training over 2 CPU processes (gloo)") == 2  # both ranks
+    assert out.count("no CUDA: data-parallel run over 2 CPU processes (gloo)") == 2  # both ranks
     assert (work / "iter_1.pth").is_file()
     logs = list(work.glob("*/*.log"))
     assert len(logs) == 1  # one run (rank 0 logs), not two racing into the folder
     log = logs[0].read_text()
     assert "Distributed training: True" in log
     assert re.search(r"Iter\(train\) \[1/1\]", log)
+
+    # and dist_test.sh evaluates it over the same two gloo processes
+    env["PORT"] = "29618"
+    proc = subprocess.run(["bash", str(SEG / "dist_test.sh"), str(config), str(work / "iter_1.pth"), "2",
+                           "--work-dir", str(tmp_path / "test")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("no CUDA: data-parallel run over 2 CPU processes (gloo)") == 2
+    assert "mIoU" in out
 
 
 def test_amp_means_bf16_autocast_without_cuda() -> None:
