@@ -451,7 +451,7 @@ def test_generator_training_pass_is_causal_and_masked() -> None:
     logp = torch.log_softmax(logits, -1).gather(-1, batch["polylines"][..., None])[..., 0]
     w = batch["polyline_weights"]
     assert loss.item() == pytest.approx(
-        float(-(logp * batch["polyline_masks"] * w).sum() / w.sum()), rel=1e-6
+        (-(logp * batch["polyline_masks"] * w).sum() / w.sum()).item(), rel=1e-6
     )
 
 
@@ -673,6 +673,8 @@ def test_errors_are_clear(av2_batch) -> None:
     data = model.data_preprocessor(_copy(av2_batch), False)
     with pytest.raises(ValueError, match="mode must be"):
         model(**data, mode="train")
+    with pytest.raises(TypeError, match="seed"):
+        model.set_sampling_seed("0")
     with pytest.raises(ValueError, match="num_cam=7"):
         model.backbone(torch.zeros(1, 6, 3, 64, 96), [{"ego2img": np.eye(4)[None].repeat(6, 0)}])
     with pytest.raises(ValueError, match="one frame per sample"):
