@@ -176,7 +176,8 @@ class VectorMapNet(BaseModel):
         if not log_vars:
             raise ValueError("parse_losses: the head returned no losses")
         loss = sum(v for _, v in log_vars)
-        return loss, OrderedDict([("loss", loss), *log_vars])
+        # Logged values detached (the optimiser steps on ``loss``): no autograd warnings in logs.
+        return loss, OrderedDict([(k, v.detach()) for k, v in [("loss", loss), *log_vars]])
 
     # ----------------------------------------------------------------- features
     @staticmethod
