@@ -730,3 +730,18 @@ def test_te_rescale_inverse_of_resize(tiny_model, published):
     factor = torch.tensor([2.0, 2.0, 2.0, 2.0]) if published else torch.tensor([2.0, 0.5, 2.0, 0.5])
     torch.testing.assert_close(det[0, :4], pixel / factor)
     assert det.shape == (3, 5) and torch.allclose(scores, torch.tensor(0.5))
+
+
+def test_frame_without_lanes(tiny_model):
+    """The published empty ``gt_lc`` (shape (0,)) and 0-sized topology: no positives, finite
+    losses, zero regression."""
+    s = data_sample(0)
+    s.gt_lc = torch.zeros(0)
+    s.gt_lc_labels = torch.zeros(0, dtype=torch.long)
+    s.gt_topology_lclc = torch.zeros(0, 0, dtype=torch.int8)
+    s.gt_topology_lcte = torch.zeros(0, 2, dtype=torch.int8)
+    tiny_model.train()
+    losses = tiny_model(images(), [s], mode="loss")
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert float(losses["lane_head.loss_lane_reg"]) == 0.0 and float(losses["lane_head.loss_lane_cls"]) > 0
+    assert float(losses["bbox_head.loss_cls"]) > 0
