@@ -24,7 +24,6 @@ import argparse
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -108,6 +107,8 @@ def build_cfg(args: argparse.Namespace) -> Config:
     if args.fuse_conv_bn:
         add_custom_hook(cfg, dict(type="FuseConvBNHook"))
     apply_randomness(cfg, seed=args.seed, diff_seed=False, deterministic=args.deterministic)
+    if args.seed is not None:
+        cfg.model.sampling_seed = args.seed  # reproducible top-p samples
     return cfg
 
 
@@ -118,9 +119,6 @@ def main(argv: list[str] | None = None) -> dict:
     for note in adapt_to_cpu(cfg, args.launcher):  # gloo where there is no GPU
         print(note, flush=True)
     runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
-    if args.seed is not None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        model.set_sampling_seed(args.seed)  # reproducible top-p samples
     metrics = runner.test()
     print(f"submission: {osp.join(osp.abspath(cfg.work_dir), 'submission_vector.json')}")
     return metrics
