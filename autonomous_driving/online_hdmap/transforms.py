@@ -103,9 +103,9 @@ class PolygonizeLocalMapBbox(BaseTransform):
         return results
 
 
-def _scale_rows(mats: Sequence[np.ndarray], sx: float, sy: float) -> list[np.ndarray]:
-    scale = np.diag([sx, sy, 1.0, 1.0])
-    return [scale @ np.asarray(m, dtype=np.float64) for m in mats]
+def _scale_rows(mat: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """``diag(sx, sy, 1, 1) @ mat``: pixel rows of a 4x4 ego -> image matrix rescaled."""
+    return np.diag([sx, sy, 1.0, 1.0]) @ np.asarray(mat, dtype=np.float64)
 
 
 @TRANSFORMS.register_module()
@@ -127,7 +127,7 @@ class ResizeMultiViewImages(BaseTransform):
         results["img"] = [mmcv.imresize(img, (w, h), return_scale=False) for img in imgs]
         if self.change_intrinsics:
             results["ego2img"] = [
-                _scale_rows([m], sx, sy)[0] for m, (sx, sy) in zip(_ego2img(results), factors, strict=True)
+                _scale_rows(m, sx, sy) for m, (sx, sy) in zip(_ego2img(results), factors, strict=True)
             ]
             if "intrinsics" in results:
                 results["intrinsics"] = [
@@ -186,7 +186,7 @@ class PadMultiViewImages(BaseTransform):
             padded = [mmcv.impad_to_multiple(img, self.size_divisor, pad_val=self.pad_val) for img in imgs]
         if self.change_intrinsics:
             results["ego2img"] = [
-                _scale_rows([m], p.shape[1] / i.shape[1], p.shape[0] / i.shape[0])[0]
+                _scale_rows(m, p.shape[1] / i.shape[1], p.shape[0] / i.shape[0])
                 for m, p, i in zip(_ego2img(results), padded, imgs, strict=True)
             ]
         # VectorMapNet applies the quirk itself unless the frame meta says it is done.
