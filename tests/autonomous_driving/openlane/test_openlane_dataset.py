@@ -135,6 +135,9 @@ def test_dataset_errors_name_the_problem(data, tmp_path):
     root = str(data["root"])
     with pytest.raises(FileNotFoundError, match="data_dict_subset_A_nope.pkl"):
         OpenLaneV2SubsetADataset(data_root=root, meta_root=root, collection="data_dict_subset_A_nope")
+    # without meta_root the collection is looked for under data_root
+    ds = OpenLaneV2SubsetADataset(data_root=root, collection="data_dict_subset_A_val", test_mode=True)
+    assert len(ds) == 2
     with pytest.raises(ValueError, match="queue_length must be 1"):
         _dataset(data, "train", [], queue_length=4)
     with pytest.raises(ValueError, match="not both"):
