@@ -64,10 +64,7 @@ train_dataloader = dict(**loader, dataset=dict(
 val_dataloader = dict(**loader, dataset=dict(
     data_root=data_root, ann_file=data_root + 'occ_infos_temporal_val.pkl', pipeline=test_pipeline))
 test_dataloader = val_dataloader
-optim_wrapper = dict(optimizer=dict(lr={LR}),
-                     # until dense_common.layer_decay accepts driving models (see test_occ_configs'
-                     # xfail): at layer_decay_rate 1.0 it differs only in the no-decay groups
-                     constructor='DefaultOptimWrapperConstructor', paramwise_cfg=dict(_delete_=True))
+optim_wrapper = dict(optimizer=dict(lr={LR}))  # the published layer-decay constructor
 param_scheduler = [dict(type='ConstantLR', factor=1.0)]
 train_cfg = dict(max_epochs={EPOCHS})
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={EPOCHS}))
