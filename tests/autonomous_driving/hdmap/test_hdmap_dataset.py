@@ -107,6 +107,17 @@ def test_dataset_items_are_the_contract_with_the_vectorised_lines(av2) -> None:
     assert all(((v >= 0) & (v <= 1)).all() for lines in sample.vectors.values() for v in lines)
 
 
+def test_the_model_does_not_apply_the_pad_quirk_twice(av2) -> None:
+    from autonomous_driving.online_hdmap.vectormapnet import frame_meta, padded_ego2img
+
+    sample = build_dataset(av2)[0]["data_samples"]
+    meta = frame_meta(sample)
+    np.testing.assert_array_equal(padded_ego2img(meta, (64, 96)), np.asarray(sample.ego2img))
+    # without the pipeline's mark the model would scale the already scaled rows again
+    twice = padded_ego2img({**meta, "ego2img_pad_scaled": False}, (64, 96))
+    np.testing.assert_allclose(twice[1, 0], np.asarray(sample.ego2img)[1, 0] * 96 / 85)
+
+
 def test_interval_and_test_split(av2) -> None:
     every2 = build_dataset(av2, interval=2)
     assert [every2.get_data_info(i)["token"] for i in range(len(every2))] == av2["tokens"]["train"][::2]
