@@ -165,7 +165,8 @@ def test_test_script_reports_the_metric_overfit_and_dumps(trained, evaluated) ->
 
 
 def test_dist_test_on_cpu_matches_the_single_process_run(trained, evaluated, tmp_path) -> None:
-    """``dist_test.sh CONFIG CKPT 1`` for real: torchrun, one gloo process, the same mIoU."""
+    """``dist_test.sh CONFIG CKPT 2`` for real: torchrun, two gloo processes (one contiguous
+    block each, ContiguousSampler), the same mIoU and the same dumps in the same order."""
     config, work_dir, _ = trained
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -182,9 +183,11 @@ def test_dist_test_on_cpu_matches_the_single_process_run(trained, evaluated, tmp
             str(TOOLS / "dist_test.sh"),
             str(config),
             str(work_dir / f"epoch_{EPOCHS}.pth"),
-            "1",
+            "2",
             "--work-dir",
-            str(tmp_path),
+            str(tmp_path / "work"),
+            "--show-dir",
+            str(tmp_path / "show"),
         ],
         env=env,
         capture_output=True,
@@ -195,6 +198,10 @@ def test_dist_test_on_cpu_matches_the_single_process_run(trained, evaluated, tmp
     text = proc.stdout + proc.stderr
     assert "gloo" in text
     assert f"===> mIoU of 2 samples: {round(evaluated[0]['occ/mIoU'], 2)}" in text
+    for name in ("0000.npz", "0001.npz"):
+        with np.load(evaluated[2] / name) as single, np.load(tmp_path / "show" / name) as dist:
+            assert str(single["sample_token"]) == str(dist["sample_token"])
+            assert np.array_equal(single["pred"], dist["pred"])
 
 
 def test_resume_continues_from_the_saved_iteration(trained) -> None:
