@@ -117,7 +117,8 @@ setup(
     # mmdet_custom / mmseg_custom are top-level packages (configs import them by those
     # names through custom_imports), found inside detection/ and segmentation/.
     packages=(find_packages(include=["ops_dcnv3", "ops_dcnv3.*", "classification", "classification.*",
-                                     "dense_common", "dense_common.*"])
+                                     "dense_common", "dense_common.*", "autonomous_driving",
+                                     "autonomous_driving.*", "sam", "sam.*"])
               + find_packages("detection", include=["mmdet_custom", "mmdet_custom.*"])
               + find_packages("segmentation", include=["mmseg_custom", "mmseg_custom.*"])),
     package_dir={"mmdet_custom": "detection/mmdet_custom", "mmseg_custom": "segmentation/mmseg_custom"},

@@ -104,6 +104,10 @@ def convert_for_model(checkpoint: Any, model: nn.Module) -> tuple[Any, bool]:
     if not isinstance(state_dict, Mapping):
         return checkpoint, None
     plain = {re.sub(r"^module\.", "", str(k)): v for k, v in state_dict.items()}
+    if set(plain) == set(_model_state(model)):
+        # already the model's own names: nothing to convert (a driving model's
+        # ``bbox_head.transformer.*`` head would otherwise read as the DINO layout)
+        return checkpoint, None
     layout = published_keys.detect_layout(plain)
     if layout == published_keys.CURRENT:
         return checkpoint, None

@@ -129,6 +129,7 @@ def apply_randomness(cfg: Config, *, seed: int | None, diff_seed: bool, determin
         randomness["diff_rank_seed"] = True
     if deterministic:
         randomness["deterministic"] = True
+    randomness.setdefault("seed", None)  # mmengine's set_randomness requires the key (None: random)
     cfg.randomness = randomness
 
 

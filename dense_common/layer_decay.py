@@ -111,14 +111,16 @@ def lr_scale(
 
 
 def model_tree(model: nn.Module) -> str:
-    """``DETECTION`` for mmdet models, ``SEGMENTATION`` for mmseg ones (by class hierarchy)."""
+    """``DETECTION`` for mmdet models, ``SEGMENTATION`` for mmseg ones (by class hierarchy).
+    The driving baselines (mmengine models in mmdet's registry) ship the detection tree's
+    constructor, so they follow its rule."""
     packages = {cls.__module__.split(".")[0] for cls in type(model).__mro__}
-    if packages & {"mmdet", "mmdet_custom"}:
+    if packages & {"mmdet", "mmdet_custom", "autonomous_driving"}:
         return DETECTION
     if packages & {"mmseg", "mmseg_custom"}:
         return SEGMENTATION
     raise TypeError(
-        f"CustomLayerDecayOptimizerConstructor needs an mmdet or mmseg model (the published "
+        f"CustomLayerDecayOptimizerConstructor needs an mmdet, mmseg or driving model (the published "
         f"rule differs per tree), got {type(model).__module__}.{type(model).__name__}"
     )
 

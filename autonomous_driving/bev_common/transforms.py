@@ -41,6 +41,7 @@ DEFAULT_META_KEYS = (
     "can_bus",
     "scene_token",
     "sample_idx",
+    "index",
     "prev_idx",
     "next_idx",
     "frame_idx",

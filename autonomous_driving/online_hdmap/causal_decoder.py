@@ -1,11 +1,13 @@
 """The PolylineGenerator's decoder (driving_hdmap_params.md §5.1, §5.5, §5.8): pre-norm,
 re-zero residuals, cross-attention into the BEV memory, and the incremental (cached)
-inference path. Published module and parameter names (``decoder.layers.{l}.self_attn``,
+inference path, whose cross-attention keys/values of the (fixed) memory are projected
+once per inference. Published module and parameter names (``decoder.layers.{l}.self_attn``,
 ``multihead_attn``, ``linear1/2``, ``norm1-3``, ``res_weight1/2/3``), sequence-first."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -21,6 +23,11 @@ class CausalTransformerDecoderLayer(nn.TransformerDecoderLayer):
     a fresh layer is the identity). ``norm_first`` and ``re_zero`` are taken by this class
     and not passed on: as published the forward is always pre-norm whatever
     ``norm_first`` says; ``re_zero=False`` (not published) uses gains fixed at 1.
+
+    ``project_memory(memory)`` gives the cross-attention keys/values ``(2, S, N, D)``;
+    passed back as ``memory_kv``, step 2 uses them instead of projecting ``memory`` again
+    (the same operations as ``nn.MultiheadAttention``'s sequence-first path, so the same
+    numbers).
     """
 
     def __init__(
@@ -46,25 +53,64 @@ class CausalTransformerDecoderLayer(nn.TransformerDecoderLayer):
     def _gain(self, k: int) -> torch.Tensor | float:
         return getattr(self, f"res_weight{k}") if self.re_zero else 1.0
 
+    def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
+        """Cross-attention keys and values of ``memory (S, N, D)``, stacked ``(2, S, N, D)``."""
+        if memory.ndim != 3 or memory.shape[-1] != self.multihead_attn.embed_dim:
+            raise ValueError(
+                f"memory: expected (S, N, {self.multihead_attn.embed_dim}), got {tuple(memory.shape)}"
+            )
+        mha = self.multihead_attn
+        e = mha.embed_dim
+        bias = None if mha.in_proj_bias is None else mha.in_proj_bias[e:]
+        kv = F.linear(memory, mha.in_proj_weight[e:], bias)
+        # (S, N, 2E) -> (2, S, N, E), the layout torch's packed in-projection uses.
+        return kv.unflatten(-1, (2, e)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+
+    def _cross_attend(self, query: torch.Tensor, memory_kv: torch.Tensor) -> torch.Tensor:
+        """``multihead_attn(query, memory, memory)`` from projected ``memory_kv``."""
+        mha = self.multihead_attn
+        e, h = mha.embed_dim, mha.num_heads
+        t, n, _ = query.shape
+        s = memory_kv.shape[1]
+        bias = None if mha.in_proj_bias is None else mha.in_proj_bias[:e]
+        q = F.linear(query, mha.in_proj_weight[:e], bias)
+        q = q.view(t, n * h, e // h).transpose(0, 1).view(n, h, t, e // h)
+        k = memory_kv[0].view(s, n * h, e // h).transpose(0, 1).view(n, h, s, e // h)
+        v = memory_kv[1].view(s, n * h, e // h).transpose(0, 1).view(n, h, s, e // h)
+        drop = mha.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, None, drop, False)
+        out = out.permute(2, 0, 1, 3).reshape(n * t, e)
+        return F.linear(out, mha.out_proj.weight, mha.out_proj.bias).view(t, n, e)
+
     def forward(
         self,
         tgt: torch.Tensor,
-        memory: torch.Tensor,
+        memory: torch.Tensor | None,
         tgt_mask: torch.Tensor | None = None,
         only_last: bool = False,
+        memory_kv: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if tgt.ndim != 3 or memory.ndim != 3 or tgt.shape[1] != memory.shape[1]:
+        """``memory`` may be ``None`` when ``memory_kv`` (``project_memory``'s) is given."""
+        src = memory_kv[0] if memory_kv is not None else memory
+        if src is None:
+            raise ValueError("memory: a (S, N, D) tensor is required when memory_kv is None")
+        if tgt.ndim != 3 or src.ndim != 3 or tgt.shape[1] != src.shape[1]:
             raise ValueError(
                 "tgt (T, N, D) and memory (S, N, D) expected with one N, got "
-                f"{tuple(tgt.shape)}, {tuple(memory.shape)}"
+                f"{tuple(tgt.shape)}, {tuple(src.shape)}"
             )
+        if memory_kv is not None and (memory_kv.ndim != 4 or memory_kv.shape[0] != 2):
+            raise ValueError(f"memory_kv: expected (2, S, N, D), got {tuple(memory_kv.shape)}")
         query = tgt[-1:] if only_last else tgt
         if tgt_mask is not None and only_last:
             tgt_mask = tgt_mask[-1:]
         kv = self.norm1(tgt)
         sa = self.self_attn(self.norm1(query), kv, kv, attn_mask=tgt_mask, need_weights=False)[0]
         x = query + self._gain(1) * self.dropout1(sa)
-        ca = self.multihead_attn(self.norm2(x), memory, memory, need_weights=False)[0]
+        if memory_kv is None:
+            ca = self.multihead_attn(self.norm2(x), memory, memory, need_weights=False)[0]
+        else:
+            ca = self._cross_attend(self.norm2(x), memory_kv)
         x = x + self._gain(2) * self.dropout2(ca)
         ff = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(x)))))
         return x + self._gain(3) * self.dropout3(ff)
@@ -82,6 +128,9 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
       attending over its full input; layer 0's input is ``tgt`` as given (the published
       sampler re-embeds all tokens each step), layer ``k > 0``'s is ``cat(cache[k-1], new)``.
       The output covers all positions: ``cat(cache[-1], new)``.
+
+    ``memory_kv`` (``project_memory(memory)``, ``(num_layers, 2, S, N, D)``) replaces
+    ``memory``: the sampler projects the memory once instead of at every step.
     """
 
     def __init__(self, decoder_layer: CausalTransformerDecoderLayer, num_layers: int) -> None:
@@ -91,17 +140,27 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
             )
         super().__init__(decoder_layer, num_layers, norm=None)
 
+    def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
+        """Every layer's cross-attention keys/values, ``(num_layers, 2, S, N, D)``."""
+        return torch.stack([layer.project_memory(memory) for layer in self.layers])
+
     def forward(  # type: ignore[override]
         self,
         tgt: torch.Tensor,
-        memory: torch.Tensor,
+        memory: torch.Tensor | None,
         cache: torch.Tensor | None = None,
         tgt_mask: torch.Tensor | None = None,
+        memory_kv: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if memory_kv is not None and (memory_kv.ndim != 5 or memory_kv.shape[:2] != (self.num_layers, 2)):
+            raise ValueError(
+                f"memory_kv: expected ({self.num_layers}, 2, S, N, D), got {tuple(memory_kv.shape)}"
+            )
+        kvs = [None] * self.num_layers if memory_kv is None else list(memory_kv)
         if self.training or cache is None:
             x, outs = tgt, []
-            for layer in self.layers:
-                x = layer(x, memory, tgt_mask=tgt_mask)
+            for layer, kv in zip(self.layers, kvs):
+                x = layer(x, memory, tgt_mask=tgt_mask, memory_kv=kv)
                 outs.append(x)
             return x, (None if self.training else torch.stack(outs))
         if cache.shape[0] != self.num_layers or cache.shape[1] + 1 != tgt.shape[0]:
@@ -110,8 +169,8 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
                 f"got {tuple(cache.shape)}"
             )
         x, new_cache = tgt, []
-        for k, layer in enumerate(self.layers):
-            new = layer(x, memory, tgt_mask=tgt_mask, only_last=True)
+        for k, (layer, kv) in enumerate(zip(self.layers, kvs)):
+            new = layer(x, memory, tgt_mask=tgt_mask, only_last=True, memory_kv=kv)
             x = torch.cat([cache[k], new], 0)
             new_cache.append(x)
         return x, torch.stack(new_cache)

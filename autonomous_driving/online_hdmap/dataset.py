@@ -89,6 +89,8 @@ class AV2Dataset(BaseDataset):
     def load_data_list(self) -> list[dict]:
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(f"AV2Dataset: ann_file {self.ann_file!r} does not exist")
+        # VectorMapMetric reads the ground truth from here unless given its own ann_file.
+        self._metainfo["ann_file"] = osp.abspath(self.ann_file)
         data_list = []
         for frame in iter_frames(load_annotations(self.ann_file), self.interval):
             sample = frame_to_sample(frame, self.root_path)

@@ -94,8 +94,7 @@ class IPMEncoder(BaseModule):
         self.out_channels = out_channels
 
     def extract_img_feat(self, imgs: torch.Tensor) -> torch.Tensor:
-        b, n = imgs.shape[:2]
-        feats = self.img_neck(self.img_backbone(imgs.flatten(0, 1)))
+        feats = self.img_neck(self.img_backbone(imgs.flatten(0, 1)))  # cameras folded into the batch
         return self.upsample(list(feats))
 
     def forward(self, imgs: torch.Tensor, img_metas: Sequence[Mapping[str, Any]]) -> torch.Tensor:

@@ -62,7 +62,8 @@ class VectorMapMetric(BaseMetric):
     """Chamfer AP at 0.5 / 1.0 / 1.5 m per class and mAP (driving_hdmap_params.md §7).
 
     Args:
-        ann_file: the split's annotation json (ground truth); needed unless ``format_only``.
+        ann_file: the split's annotation json (ground truth); default: the evaluated
+            dataset's own ``ann_file`` (``AV2Dataset`` puts it in its metainfo).
         roi_size: (x, y) metres of the map box, for de-normalising (published (60, 30)).
         format_only: only write ``submission_vector.json`` (``--split test --format-only``).
         out_dir: where ``submission_vector.json`` goes (the test tool passes the work dir);
@@ -90,11 +91,6 @@ class VectorMapMetric(BaseMetric):
         prefix: str | None = None,
     ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
-        if not format_only and ann_file is None:
-            raise ValueError(
-                "VectorMapMetric: ann_file (the ground-truth annotations) is needed to evaluate; "
-                "set format_only=True to only write the submission"
-            )
         if format_only and out_dir is None:
             raise ValueError(
                 "VectorMapMetric: format_only=True needs out_dir (where submission_vector.json goes)"
@@ -126,7 +122,13 @@ class VectorMapMetric(BaseMetric):
         if self.format_only:
             print_log(f"Results written to {osp.abspath(path)} ({len(results)} frames)", logger="current")
             return {}
-        evaluator = VectorEvaluate(self.ann_file, n_workers=self.n_workers)
+        ann_file = self.ann_file or (self.dataset_meta or {}).get("ann_file")
+        if ann_file is None:
+            raise ValueError(
+                "VectorMapMetric: no ground truth: give ann_file, or evaluate an AV2Dataset (its "
+                "metainfo names its annotation file); format_only=True only writes the submission"
+            )
+        evaluator = VectorEvaluate(ann_file, n_workers=self.n_workers)
         evaluator.evaluate(path, logger="current")
         full = evaluator.last_result
         metrics: dict[str, float] = {}

@@ -242,11 +242,13 @@ class PolylineGenerator(nn.Module):
             return finish_samples(decoded[:, :1], seq_len)
         samples = torch.zeros(n, 0, dtype=torch.long, device=dev)
         remain = torch.arange(n, device=dev)
+        # The memory is fixed during sampling: its cross-attention keys/values once, not per step.
+        memory_kv = self.decoder.project_memory(memory)
         cache = None
         step = 0
         for step in range(seq_len):
             x = torch.cat([condition, self._embed_inputs(samples)], 1).transpose(0, 1)
-            out, cache = self.decoder(x, memory, cache=cache)
+            out, cache = self.decoder(x, None, cache=cache, memory_kv=memory_kv)
             logits = self._logits(out) / temperature
             logits = top_p_logits(top_k_logits(logits, top_k), top_p)
             drawn = sample_logits(logits, generator)  # (n, step + 1)
@@ -255,6 +257,7 @@ class PolylineGenerator(nn.Module):
             if not (decoded[:, : step + 1] != 0).all(1).any():
                 break
             keep = drawn[:, -1] != 0
-            remain, samples = remain[keep], samples[keep]
-            condition, memory, cache = condition[keep], memory[:, keep], cache[:, :, keep]
+            if not keep.all():  # drop the stopped rows (copying the caches only then)
+                remain, samples = remain[keep], samples[keep]
+                condition, memory_kv, cache = condition[keep], memory_kv[:, :, :, keep], cache[:, :, keep]
         return finish_samples(decoded[:, : step + 1], seq_len)

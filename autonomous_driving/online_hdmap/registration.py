@@ -6,6 +6,14 @@ this package, in mmdet's registries (the configs run with ``default_scope='mmdet
 from autonomous_driving.bev_common import backbone, data_preprocessor
 from autonomous_driving.bev_common import transforms as multiview_transforms
 
-from . import dataset, metric, transforms
+from . import dataset, metric, transforms, vectormapnet
 
-__all__ = ["backbone", "data_preprocessor", "dataset", "metric", "multiview_transforms", "transforms"]
+__all__ = [
+    "backbone",
+    "data_preprocessor",
+    "dataset",
+    "metric",
+    "multiview_transforms",
+    "transforms",
+    "vectormapnet",
+]

@@ -11,7 +11,9 @@ Loading is bev_common's ``LoadMultiViewImageFromFiles`` (the dataset gives it
 Packed item (the bev_common contract with one frame, Q = 1):
 ``{'inputs': {'img': uint8 (1, N, 3, H, W)}, 'data_samples': BaseDataElement}`` with
 metainfo ``token``, ``ego2img`` (N float64 4x4, resize and pad applied), ``img_metas``
-(one dict: ``token``, ``ego2img``, ``img_shape`` (N (h, w, 3) unpadded), ``pad_shape``) and,
+(one dict: ``token``, ``ego2img``, ``img_shape`` (N (h, w, 3) unpadded), ``pad_shape``,
+``ego2img_pad_scaled``: whether ``PadMultiViewImages`` applied the published pad quirk, so
+that ``VectorMapNet`` does not apply it a second time) and,
 in training, the data fields ``polys`` (``polygonize_local_map_bbox`` output, ``[]`` for a
 frame without lines) and ``vectors`` (``{label: [(n, 2) normalised]}``).
 """
@@ -101,9 +103,9 @@ class PolygonizeLocalMapBbox(BaseTransform):
         return results
 
 
-def _scale_rows(mats: Sequence[np.ndarray], sx: float, sy: float) -> list[np.ndarray]:
-    scale = np.diag([sx, sy, 1.0, 1.0])
-    return [scale @ np.asarray(m, dtype=np.float64) for m in mats]
+def _scale_rows(mat: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """``diag(sx, sy, 1, 1) @ mat``: pixel rows of a 4x4 ego -> image matrix rescaled."""
+    return np.diag([sx, sy, 1.0, 1.0]) @ np.asarray(mat, dtype=np.float64)
 
 
 @TRANSFORMS.register_module()
@@ -125,7 +127,7 @@ class ResizeMultiViewImages(BaseTransform):
         results["img"] = [mmcv.imresize(img, (w, h), return_scale=False) for img in imgs]
         if self.change_intrinsics:
             results["ego2img"] = [
-                _scale_rows([m], sx, sy)[0] for m, (sx, sy) in zip(_ego2img(results), factors, strict=True)
+                _scale_rows(m, sx, sy) for m, (sx, sy) in zip(_ego2img(results), factors, strict=True)
             ]
             if "intrinsics" in results:
                 results["intrinsics"] = [
@@ -184,9 +186,11 @@ class PadMultiViewImages(BaseTransform):
             padded = [mmcv.impad_to_multiple(img, self.size_divisor, pad_val=self.pad_val) for img in imgs]
         if self.change_intrinsics:
             results["ego2img"] = [
-                _scale_rows([m], p.shape[1] / i.shape[1], p.shape[0] / i.shape[0])[0]
+                _scale_rows(m, p.shape[1] / i.shape[1], p.shape[0] / i.shape[0])
                 for m, p, i in zip(_ego2img(results), padded, imgs, strict=True)
             ]
+        # VectorMapNet applies the quirk itself unless the frame meta says it is done.
+        results["ego2img_pad_scaled"] = self.change_intrinsics
         results["img_shape"] = [img.shape for img in imgs]
         results["img"] = padded
         results["pad_shape"] = [img.shape for img in padded]
@@ -218,7 +222,7 @@ class PackMapInputs(BaseTransform):
             raise KeyError(f"PackMapInputs: meta key(s) {missing} not in the results")
         meta = {k: results[k] for k in self.meta_keys}
         frame_meta = dict(meta)
-        for key in ("img_shape", "pad_shape", "ori_shape", "scale_factor"):
+        for key in ("img_shape", "pad_shape", "ori_shape", "scale_factor", "ego2img_pad_scaled"):
             if key in results:
                 frame_meta[key] = results[key]
         sample = packed["data_samples"]

@@ -100,7 +100,8 @@ class VectorMapNet(BaseModel):
 
     Training drops frames without lines; a batch with none reuses the last batch that had
     some (``last_epoch``, as published). The loss is the plain sum of the head's loss dict.
-    ``parse_losses`` sums every entry (the published total; mmengine's default would sum only
+    ``sampling_seed`` (or ``set_sampling_seed``; not published) makes test-time sampling
+    reproducible. ``parse_losses`` sums every entry (the published total; mmengine's default would sum only
     keys containing 'loss'). ``init_weights`` keeps every module's constructor init (the published model's
     ``init_weights`` only logs) and loads the image backbone's pretrained ``init_cfg``.
     ``with_auxiliary_head`` and ``only_det`` are not published for this baseline and raise."""
@@ -115,6 +116,7 @@ class VectorMapNet(BaseModel):
         only_det: bool = False,
         model_name: str | None = None,
         pad_scales_ego2img: bool = True,
+        sampling_seed: int | None = None,
         data_preprocessor: Mapping | None = None,
         init_cfg: Mapping | None = None,
         **kwargs: Any,
@@ -135,6 +137,7 @@ class VectorMapNet(BaseModel):
         self.last_epoch: dict[str, Any] | None = None
         # Test-time sampling seed (``None``: the global RNG, as published).
         self.sample_generator: torch.Generator | None = None
+        self.set_sampling_seed(sampling_seed)
 
     def init_weights(self) -> None:
         img_backbone = getattr(self.backbone, "img_backbone", None)
@@ -142,13 +145,21 @@ class VectorMapNet(BaseModel):
             img_backbone.init_weights()
 
     def set_sampling_seed(self, seed: int | None) -> None:
-        """Make test-time sampling reproducible (a private generator seeded with ``seed`` on
-        the model's device) or, with ``None``, draw from the global RNG as published."""
-        if seed is None:
-            self.sample_generator = None
-            return
-        device = next(self.parameters()).device
-        self.sample_generator = torch.Generator(device=device).manual_seed(int(seed))
+        """Make test-time sampling reproducible: a private generator seeded with ``seed``,
+        created on the images' device at the next ``predict`` and then continued batch after
+        batch (so a test run in a fixed order is reproducible, whatever else draws from the
+        global RNG); ``None`` draws from the global RNG, as published."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"sampling seed must be an int or None, got {seed!r}")
+        self.sampling_seed = None if seed is None else int(seed)
+        self.sample_generator = None
+
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.sampling_seed is None:
+            return None
+        if self.sample_generator is None or self.sample_generator.device != device:
+            self.sample_generator = torch.Generator(device=device).manual_seed(self.sampling_seed)
+        return self.sample_generator
 
     def parse_losses(self, losses: Mapping[str, Any]) -> tuple[torch.Tensor, OrderedDict]:
         """The published total: the plain sum of *every* entry (``det_cls``, ``gen_seq``, ...;
@@ -165,7 +176,8 @@ class VectorMapNet(BaseModel):
         if not log_vars:
             raise ValueError("parse_losses: the head returned no losses")
         loss = sum(v for _, v in log_vars)
-        return loss, OrderedDict([("loss", loss), *log_vars])
+        # Logged values detached (the optimiser steps on ``loss``): no autograd warnings in logs.
+        return loss, OrderedDict([(k, v.detach()) for k, v in [("loss", loss), *log_vars]])
 
     # ----------------------------------------------------------------- features
     @staticmethod
@@ -277,7 +289,7 @@ class VectorMapNet(BaseModel):
                 raise KeyError(f"data_samples[{i}]: no 'token' in the frame meta (the submission key)")
             tokens.append(str(meta["token"]))
         context = self.extract_feat(img, metas)
-        outs = self.head.inference(context, generator=self.sample_generator)
+        outs = self.head.inference(context, generator=self._generator(img.device))
         results = self.head.post_process(outs, tokens)
         for sample, res in zip(data_samples, results, strict=True):
             sample.set_metainfo({"token": res["token"]})

@@ -119,7 +119,7 @@ class BEVFormerConstructer(BaseModule):  # published spelling
         self.use_can_bus = use_can_bus
         self.can_bus_norm = can_bus_norm
         self.use_cams_embeds = use_cams_embeds
-        # published state_dict order: bev_embedding, level/cams embeds, encoder, can_bus_mlp, pos enc
+        # parameter names of §2.1 (bev_embedding, level/cams embeds, encoder, can_bus_mlp, pos enc)
         self.bev_embedding = nn.Embedding(bev_h * bev_w, embed_dims)
         self.level_embeds = nn.Parameter(torch.randn(num_feature_levels, embed_dims))
         self.cams_embeds = nn.Parameter(torch.randn(num_cams, embed_dims))

@@ -66,7 +66,8 @@ class OpenLaneV2SubsetADataset(BaseDataset):
     """OpenLane-V2 subset A from its collection pickle.
 
     Args (published names): ``data_root`` (where ``image_path`` is relative to), ``meta_root``
-        and ``collection`` (``ann_file = {meta_root}/{collection}.pkl``; or give ``ann_file``),
+        and ``collection`` (``ann_file = {meta_root}/{collection}.pkl``, meta_root taken from the
+        working directory as published, default data_root; or give ``ann_file``),
         ``pipeline``, ``test_mode``; ``queue_length`` must be 1 (the published model is
         single-frame).
     """
@@ -94,14 +95,17 @@ class OpenLaneV2SubsetADataset(BaseDataset):
                 raise ValueError(
                     "OpenLaneV2SubsetADataset: give ann_file or meta_root + collection, not both"
                 )
-            ann_file = osp.join(meta_root if meta_root is not None else data_root, f"{collection}.pkl")
+            # published: meta_root is a path of its own (from the working directory, data_root
+            # in front of it), not one under data_root
+            ann_file = (osp.abspath(osp.join(meta_root, f"{collection}.pkl")) if meta_root is not None
+                        else f"{collection}.pkl")
         if not ann_file:
             raise ValueError(
                 "OpenLaneV2SubsetADataset: no annotation file: give meta_root + collection (e.g. "
                 "collection='data_dict_subset_A_train') or ann_file"
             )
         self.meta_root, self.collection = meta_root, collection
-        # published configs write meta_root with data_root in front: do not join it twice
+        # an ann_file given with data_root already in front of it: do not join it twice
         if data_root and not osp.isabs(ann_file) and osp.exists(ann_file) and \
                 not osp.exists(osp.join(data_root, ann_file)):
             ann_file = osp.abspath(ann_file)

@@ -11,6 +11,7 @@ points are never refined (``reg_branches=None`` in the decoder). Published names
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -39,6 +40,24 @@ F32_EPS = torch.finfo(torch.float32).eps
 _DEPRECATED = ("feedforward_channels", "ffn_dropout", "ffn_num_fcs", "act_cfg")
 
 
+def warn_unused(where: str, kwargs: Mapping) -> None:
+    """Published config arguments this port does not read (mmdet 2.x leftovers), named."""
+    if kwargs:
+        warnings.warn(f"{where}: ignoring arguments {sorted(kwargs)}", stacklevel=3)
+
+
+def attention_cfg(cfg: Mapping) -> dict:
+    """An attention config in mmdet's scope; mmcv ``MultiheadAttention``'s deprecated
+    ``dropout=p`` (the published form) spelled out as ``attn_drop=p`` and a Dropout(p)
+    ``dropout_layer`` (mmcv's own conversion writes p into its shared default dict)."""
+    out = dict(cfg)
+    if out.get("type") == "MultiheadAttention" and "dropout" in out:
+        p = out.pop("dropout")
+        out["attn_drop"] = p
+        out["dropout_layer"] = dict(type="Dropout", drop_prob=p)
+    return in_mmdet_scope(out)
+
+
 def layer_cfg(cfg: Mapping, where: str) -> dict:
     """A transformer-layer config written with the mmcv-1.x arguments of the published configs
     (``feedforward_channels``, ``ffn_dropout``, ``ffn_num_fcs``) as mmcv-2 ``ffn_cfgs`` (its
@@ -51,7 +70,7 @@ def layer_cfg(cfg: Mapping, where: str) -> dict:
     attns = [attns] if isinstance(attns, Mapping) else list(attns or [])
     if not attns:
         raise ValueError(f"{where}: the layer config needs attn_cfgs")
-    out["attn_cfgs"] = [in_mmdet_scope(c) for c in attns]
+    out["attn_cfgs"] = [attention_cfg(c) for c in attns]
     old = {k: out.pop(k) for k in _DEPRECATED if k in out}
     ffn = out.get("ffn_cfgs")
     if ffn is None:
@@ -134,6 +153,7 @@ class PerceptionTransformer(BaseModule):
         self, *, decoder: Mapping, embed_dims: int = 256, init_cfg: Mapping | None = None, **kwargs
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        warn_unused("PerceptionTransformer", kwargs)
         self.decoder = MODELS.build(in_mmdet_scope(decoder))
         self.embed_dims = embed_dims
         if self.decoder.embed_dims != embed_dims:
@@ -214,9 +234,10 @@ class LaneHungarianAssigner(HungarianAssigner):
         cls_cost: Mapping = dict(type="FocalLossCost", weight=1.5),
         reg_cost: Mapping = dict(type="LaneL1Cost", weight=0.0075),
         iou_cost: Mapping = dict(type="IoUCost", weight=0.0),
-        **kwargs,
+        pc_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__(match_costs=[dict(cls_cost), dict(reg_cost)])
+        self.pc_range = pc_range  # accepted as published; the costs are in metres already
         self.iou_cost = TASK_UTILS.build(dict(iou_cost))  # unused, as published
 
     def assign_lanes(
@@ -288,6 +309,7 @@ class LCDeformableDETRHead(BaseModule):
         **kwargs,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        warn_unused("LCDeformableDETRHead", kwargs)
         if code_size % 3:
             raise ValueError(f"LCDeformableDETRHead: code_size must be 3 x control points, got {code_size}")
         if not dict(loss_cls).get("use_sigmoid", False):
@@ -450,7 +472,9 @@ class LCDeformableDETRHead(BaseModule):
 
 __all__ = [
     "CustomDetrTransformerDecoderLayer",
+    "attention_cfg",
     "layer_cfg",
+    "warn_unused",
     "sequence_args",
     "LCDeformableDETRHead",
     "LaneDetectionTransformerDecoder",

@@ -209,7 +209,9 @@ def write_bev_picture(frame: Mapping, pred: Mapping, path: str, score_thr: float
             cv2.polylines(canvas, [px], False, colour, 2)
             if len(px) >= 2:
                 tail, head = tuple(map(int, px[-2])), tuple(map(int, px[-1]))
-                cv2.arrowedLine(canvas, tail, head, colour, 2, tipLength=2)
+                length = max(float(np.hypot(head[0] - tail[0], head[1] - tail[1])), 1.0)
+                # cv2's tip length is a fraction of the segment: a fixed ~10 px tip
+                cv2.arrowedLine(canvas, tail, head, colour, 2, tipLength=min(10.0 / length, 1.0))
     cv2.imwrite(path, canvas)
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from autonomous_driving.bev_common.attention import in_mmdet_scope
 
-from .lane_head import sequence_args
+from .lane_head import sequence_args, warn_unused
 
 
 @MODELS.register_module()
@@ -132,6 +132,7 @@ class DeformableDetrTransformer(BaseModule):
         **kwargs,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        warn_unused("DeformableDetrTransformer", kwargs)
         if as_two_stage:
             raise ValueError(
                 "DeformableDetrTransformer: as_two_stage=True is not implemented "
@@ -271,6 +272,7 @@ class TEDeformableDETRHead(BaseModule):
         **kwargs,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        warn_unused("TEDeformableDETRHead", kwargs)
         if as_two_stage:
             raise ValueError("TEDeformableDETRHead: as_two_stage=True is not implemented")
         if not dict(loss_cls).get("use_sigmoid", False):

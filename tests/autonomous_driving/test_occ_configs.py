@@ -173,9 +173,6 @@ def test_tiny_changes_sizes_only() -> None:
     assert model.pts_bbox_head.bev_embedding.weight.shape == (400, 64)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="dense_common.layer_decay.model_tree knows only mmdet/mmseg models: the driving "
-                          "models (mmengine BaseModel in mmdet's registry) need the detection rule there")
 def test_layer_decay_constructor_groups_the_occupancy_model() -> None:
     """The published optimizer: CustomLayerDecayOptimizerConstructor at rate 1.0 puts every
     parameter at the base lr; no weight decay on 1-D tensors, biases, norms, sampling offsets."""

@@ -169,6 +169,19 @@ def test_our_own_and_mask_rcnn_files_pass_through_unchanged():
     assert convert_for_model(checkpoint, model) == (checkpoint, None)
 
 
+def test_a_file_with_exactly_the_models_keys_is_never_converted():
+    """A model whose own names look published (a driving model's DETR head under
+    ``bbox_head.transformer.*``) loads its own files unchanged."""
+    from dense_common.checkpoint_conversion import convert_for_model
+
+    model = torch.nn.Module()
+    model.bbox_head = torch.nn.Module()
+    model.bbox_head.transformer = torch.nn.Linear(2, 2)
+    checkpoint = {"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}
+    assert published_keys.detect_layout(model.state_dict()) == published_keys.PUBLISHED_DINO
+    assert convert_for_model(checkpoint, model) == (checkpoint, None)
+
+
 def test_prediction_on_a_photo_survives_the_round_trip(dino_t, tmp_path):
     """Original weights vs the same weights saved in the published layout and loaded by
     mmdet's init_detector (image_demo.py / test.py's path): identical detections."""

@@ -85,6 +85,15 @@ def test_train_no_validate_seed_and_determinism():
     assert cfg.val_dataloader is None and cfg.val_cfg is None and cfg.val_evaluator is None
     assert cfg.default_hooks.checkpoint.save_best is None
     assert cfg.randomness == dict(seed=7, diff_rank_seed=True, deterministic=True)
+    # --deterministic alone (the published dist_train.sh line): a random seed, and the dict
+    # still fits mmengine's Runner.set_randomness, which requires `seed`
+    import inspect
+
+    from mmengine.runner import Runner
+
+    alone = _train_cfg("--deterministic").randomness
+    assert alone == dict(seed=None, deterministic=True)
+    inspect.signature(Runner.set_randomness).bind(object(), **alone)
     assert _train_cfg("--options", "train_cfg.max_epochs=3").train_cfg.max_epochs == 3
 
 

@@ -211,6 +211,7 @@ class OccMetric(BaseMetric):
                 _save_npz_atomically(self._token_path(token), pred=pred.astype(np.uint8),
                                      gt=gt.astype(np.uint8), sample_token=token)
                 result["token"] = token
+                result["index"] = sample.get("index")  # dataset position (the dump's number)
             self.results.append(result)
 
     def _token_path(self, token: str) -> str:
@@ -240,8 +241,11 @@ class OccMetric(BaseMetric):
         return metrics
 
     def _name_dumps(self, results: list[dict]) -> None:
-        """The per-token files become ``NNNN.npz`` in dataset order (the gathered order); a
-        token listed twice gets a copy."""
+        """The per-token files become ``NNNN.npz`` in dataset order: by the samples' dataset
+        ``index`` when they carry one (a multi-process run gathers results out of order, see
+        ``bev_common.samplers``), else the gathered order; a token listed twice gets a copy."""
+        if all(result.get("index") is not None for result in results):
+            results = sorted(results, key=lambda result: result["index"])
         written: dict[str, str] = {}
         for index, result in enumerate(results):
             token = result["token"]

@@ -5,6 +5,7 @@ hand-checked numbers (padding rescales ego2img as published), and the metric wra
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -82,6 +83,7 @@ def test_dataset_items_are_the_contract_with_the_vectorised_lines(av2) -> None:
     meta = sample.img_metas[0]
     assert meta["token"] == sample.token and meta["img_shape"] == [(48, 85, 3)] * 7
     assert meta["pad_shape"] == [(64, 96, 3)] * 7
+    assert meta["ego2img_pad_scaled"] is True  # VectorMapNet must not apply the pad quirk again
     # ego2img = diag(resize) @ diag(pad quirk) applied to pad4(K) @ extrinsic, per camera
     cam = frames[1]["sensor"]["ring_front_center"]  # portrait: 48 wide, 64 high
     k4 = np.eye(4)
@@ -103,6 +105,17 @@ def test_dataset_items_are_the_contract_with_the_vectorised_lines(av2) -> None:
     assert [len(s) for s in sample.polys["polylines"]] == [len(s) for s in polys["polylines"]]
     # lines in the normalised frame: inside [0, 1] after simplification (pre-truncated to the ROI)
     assert all(((v >= 0) & (v <= 1)).all() for lines in sample.vectors.values() for v in lines)
+
+
+def test_the_model_does_not_apply_the_pad_quirk_twice(av2) -> None:
+    from autonomous_driving.online_hdmap.vectormapnet import frame_meta, padded_ego2img
+
+    sample = build_dataset(av2)[0]["data_samples"]
+    meta = frame_meta(sample)
+    np.testing.assert_array_equal(padded_ego2img(meta, (64, 96)), np.asarray(sample.ego2img))
+    # without the pipeline's mark the model would scale the already scaled rows again
+    twice = padded_ego2img({**meta, "ego2img_pad_scaled": False}, (64, 96))
+    np.testing.assert_allclose(twice[1, 0], np.asarray(sample.ego2img)[1, 0] * 96 / 85)
 
 
 def test_interval_and_test_split(av2) -> None:
@@ -180,6 +193,7 @@ def test_padding_rescales_ego2img_as_published() -> None:
         {"img": [np.ones((256, 455, 3), np.uint8)], "ego2img": [e2i]}
     )
     np.testing.assert_array_equal(plain["ego2img"][0], e2i)
+    assert plain["ego2img_pad_scaled"] is False and out["ego2img_pad_scaled"] is True
     with pytest.raises(ValueError, match="exactly one"):
         TRANSFORMS.build(dict(type="PadMultiViewImages"))
 
@@ -237,8 +251,10 @@ def gt_predictions(ann_file: str) -> list[dict]:
 
 
 def test_metric_on_predictions_equal_to_gt_gives_map_1(av2, tmp_path) -> None:
-    metric = METRICS.build(dict(type="VectorMapMetric", ann_file=av2["train_ann"], out_dir=str(tmp_path)))
-    metric.dataset_meta = {"classes": ("ped_crossing", "divider", "boundary")}
+    # the ground truth comes from the evaluated dataset's metainfo (no ann_file given)
+    metric = METRICS.build(dict(type="VectorMapMetric", out_dir=str(tmp_path)))
+    metric.dataset_meta = build_dataset(av2).metainfo
+    assert metric.dataset_meta["ann_file"] == os.path.abspath(av2["train_ann"])
     preds = gt_predictions(av2["train_ann"])
     metric.process({}, preds[:2])
     metric.process({}, preds[2:])
@@ -265,8 +281,10 @@ def test_metric_format_only_and_errors(av2, tmp_path) -> None:
         first["vectors"][0],
         frame_map_lines(next(iter_frames(load_annotations(av2["train_ann"]))))["ped_crossing"][0],
     )
-    with pytest.raises(ValueError, match="ann_file"):
-        METRICS.build(dict(type="VectorMapMetric"))
+    no_gt = METRICS.build(dict(type="VectorMapMetric"))
+    no_gt.process({}, preds)
+    with pytest.raises(ValueError, match="no ground truth"):
+        no_gt.evaluate(len(preds))
     with pytest.raises(ValueError, match="out_dir"):
         METRICS.build(dict(type="VectorMapMetric", format_only=True))
     with pytest.raises(KeyError, match="pred_scores"):

@@ -451,7 +451,7 @@ def test_generator_training_pass_is_causal_and_masked() -> None:
     logp = torch.log_softmax(logits, -1).gather(-1, batch["polylines"][..., None])[..., 0]
     w = batch["polyline_weights"]
     assert loss.item() == pytest.approx(
-        float(-(logp * batch["polyline_masks"] * w).sum() / w.sum()), rel=1e-6
+        (-(logp * batch["polyline_masks"] * w).sum() / w.sum()).item(), rel=1e-6
     )
 
 
@@ -673,6 +673,8 @@ def test_errors_are_clear(av2_batch) -> None:
     data = model.data_preprocessor(_copy(av2_batch), False)
     with pytest.raises(ValueError, match="mode must be"):
         model(**data, mode="train")
+    with pytest.raises(TypeError, match="seed"):
+        model.set_sampling_seed("0")
     with pytest.raises(ValueError, match="num_cam=7"):
         model.backbone(torch.zeros(1, 6, 3, 64, 96), [{"ego2img": np.eye(4)[None].repeat(6, 0)}])
     with pytest.raises(ValueError, match="one frame per sample"):
@@ -748,3 +750,25 @@ def test_train_and_test_step_through_the_map_pipeline(tmp_path) -> None:
     preds = [sample_prediction(s.to_dict()) for s in out]
     assert [p["token"] for p in preds] == ds["tokens"]["train"]
     assert all(len(p["vectors"]) == 5 for p in preds)
+
+
+def test_ipm_encoder_channel_layout() -> None:
+    """``(B, C + 3, L, Y, X)`` flattens to channel ``c * L + level``: the x, y, z planes are
+    input channels ``C * L + level``, ``(C + 1) * L + level``, ``(C + 2) * L + level`` of
+    ``outconvs`` (§1.3 step 5), here read back through centre taps."""
+    torch.manual_seed(0)
+    enc = MODELS.build(model_cfg(tiny=True)["backbone_cfg"]).eval()
+    c, levels = 32, 4
+    with torch.no_grad():
+        enc.outconvs.weight.zero_()
+        enc.outconvs.bias.zero_()
+        enc.outconvs.weight[0, c * levels + 0, 1, 1] = 1  # x at level 0
+        enc.outconvs.weight[1, (c + 1) * levels + 3, 1, 1] = 1  # y at level 3
+        enc.outconvs.weight[2, (c + 2) * levels + 2, 1, 1] = 1  # z at level 2 (0.5 m)
+        metas = [{"ego2img": np.stack([np.eye(4)] * 7)}]
+        out = enc(torch.randn(1, 7, 3, 64, 96), metas)
+    assert out.shape == (1, 32, 25, 50)
+    torch.testing.assert_close(out[0, 0], enc.bev_planes[0, ..., 0])
+    torch.testing.assert_close(out[0, 1], enc.bev_planes[3, ..., 1])
+    torch.testing.assert_close(out[0, 2], torch.full((25, 50), 0.5))
+    assert enc.bev_planes[0, 0, 0].tolist() == pytest.approx([-30.0, -15.0, -1.1])

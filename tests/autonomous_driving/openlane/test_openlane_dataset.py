@@ -135,6 +135,9 @@ def test_dataset_errors_name_the_problem(data, tmp_path):
     root = str(data["root"])
     with pytest.raises(FileNotFoundError, match="data_dict_subset_A_nope.pkl"):
         OpenLaneV2SubsetADataset(data_root=root, meta_root=root, collection="data_dict_subset_A_nope")
+    # without meta_root the collection is looked for under data_root
+    ds = OpenLaneV2SubsetADataset(data_root=root, collection="data_dict_subset_A_val", test_mode=True)
+    assert len(ds) == 2
     with pytest.raises(ValueError, match="queue_length must be 1"):
         _dataset(data, "train", [], queue_length=4)
     with pytest.raises(ValueError, match="not both"):
@@ -240,3 +243,24 @@ def test_metric_refuses_bad_arguments_and_incomplete_outputs(data):
     evaluator.process(samples, None)
     with pytest.raises(ValueError, match="1 missing"):
         evaluator.evaluate(1)
+
+
+def test_metric_on_the_unannotated_test_split_only_dumps(data, tmp_path):
+    ann_file = str(data["root"] / "data_dict_subset_A_test.pkl")
+    samples = []
+    for token in load_collection(ann_file):
+        sample = BaseDataElement(metainfo={"img_metas": [{"token": token}]})
+        sample.pred_lc = [torch.linspace(-5, 5, 2 * 15).reshape(2, 15), torch.tensor([[0.7], [0.2]])]
+        sample.pred_te = [torch.tensor([[1.0, 2.0, 8.0, 9.0, 3.0]]), torch.tensor([0.5])]
+        sample.pred_topology_lclc = torch.tensor([[0.0, 0.9], [0.1, 0.0]])
+        sample.pred_topology_lcte = torch.tensor([[0.3], [0.8]])
+        samples.append(sample)
+    out = _evaluate(samples, ann_file=ann_file, dump=True, dump_dir=str(tmp_path))
+    assert out == {}
+    submission = load_submission(tmp_path / "result.pkl")
+    first = next(iter(submission["results"].values()))["predictions"]
+    # lanes ascending by score, the relations permuted with them (paired, not query order)
+    assert [x["confidence"] for x in first["lane_centerline"]] == pytest.approx([0.2, 0.7])
+    np.testing.assert_allclose(first["topology_lclc"], [[0.0, 0.1], [0.9, 0.0]])
+    np.testing.assert_allclose(first["topology_lcte"], [[0.8], [0.3]])
+    assert first["traffic_element"][0]["attribute"] == 3.0

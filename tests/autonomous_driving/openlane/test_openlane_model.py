@@ -5,6 +5,8 @@ assignments against brute force, relationship targets, and clear errors."""
 
 from __future__ import annotations
 
+import copy
+import inspect
 import itertools
 import math
 
@@ -497,7 +499,7 @@ def test_tiny_model_trains_and_loss_falls(tiny_model):
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
         optim.step()
-        totals.append(float(total))
+        totals.append(total.item())
     assert totals[-1] < 0.8 * totals[0], totals
     grads = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     # parameters without a gradient: the unused MSDA3D reference of nothing is expected; report if any
@@ -636,3 +638,110 @@ def test_clear_errors(tiny_model):
         model(images(), [data_sample()], mode="train")
     with pytest.raises(ValueError, match="prev_bev must be None"):
         model.bev_constructor([torch.zeros(1, 7, DIM, 4, 4)] * 4, [frame_meta()], torch.zeros(1))
+
+
+# -- arithmetic of the published quirks and init ----------------------------------------------------
+
+
+def test_tsa_value_projection_applied_twice(tiny_model):
+    from autonomous_driving.bev_common.attention import TemporalSelfAttention
+
+    tsa = [m for m in tiny_model.bev_constructor.modules() if isinstance(m, TemporalSelfAttention)]
+    assert tsa
+    x = torch.randn(2, 5, DIM)
+    w, b = tsa[0].value_proj.weight, tsa[0].value_proj.bias
+    once = torch.nn.functional.linear(x, w, b)
+    torch.testing.assert_close(tsa[0].value_proj(x), torch.nn.functional.linear(once, w, b))
+
+
+def test_bev_normalised_by_front_view_shape_only(tiny_model):
+    """Point sampling divides by img_shape[0] (the unpadded resized front view) for every
+    camera; pad_shape and the other cameras' shapes do not matter (§2.3)."""
+    model = tiny_model
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.randn(1, 7, DIM, s, 2 * s, generator=g) for s in (16, 8, 4, 2)]
+    meta = frame_meta()
+    with torch.no_grad():
+        ref = model.bev_constructor(feats, [meta])
+        other = dict(
+            meta, pad_shape=[(IMG_H, IMG_W, 3)] * 7, img_shape=[meta["img_shape"][0]] + [(5, 5, 3)] * 6
+        )
+        torch.testing.assert_close(model.bev_constructor(feats, [other]), ref)
+        front = dict(meta, img_shape=[(IMG_H, IMG_W, 3)] * 7)
+        assert not torch.allclose(model.bev_constructor(feats, [front]), ref)
+    assert ref.shape == (1, BEV_H * BEV_W, DIM)
+
+
+def test_bev_positional_encoding_columns_first(tiny_model):
+    pe = tiny_model.bev_constructor.positional_encoding
+    pos = pe(torch.zeros(1, BEV_H, BEV_W))
+    assert pos.shape == (1, DIM, BEV_H, BEV_W)
+    torch.testing.assert_close(pos[0, : DIM // 2, 0, :], pe.col_embed.weight.t())
+    torch.testing.assert_close(pos[0, DIM // 2 :, :, 0], pe.row_embed.weight.t())
+
+
+def test_lane_points_are_the_reference_when_the_regression_is_zero(tiny_model):
+    head = copy.deepcopy(tiny_model.pts_bbox_head).eval()
+    for branch in head.reg_branches:
+        torch.nn.init.zeros_(branch[-1].weight)
+        torch.nn.init.zeros_(branch[-1].bias)
+    bev = torch.randn(1, BEV_H * BEV_W, DIM)
+    with torch.no_grad():
+        out = head(None, bev, None)
+        query_pos = head.query_embedding.weight[:, :DIM]
+        ref = head.transformer.reference_points(query_pos).sigmoid()
+    lo, hi = torch.tensor(PC_RANGE[:3]), torch.tensor(PC_RANGE[3:])
+    expect = (ref * (hi - lo) + lo)[:, None].expand(-1, 5, -1).reshape(-1, 15)
+    torch.testing.assert_close(out["all_lanes_preds"][-1, 0], expect, atol=1e-4, rtol=1e-4)
+    assert out["all_cls_scores"].shape == (2, 1, 12, 1) and out["history_states"].shape == (2, 1, 12, DIM)
+
+
+def test_published_init_values():
+    model = MODELS.build(tiny_cfg())  # fresh: the module fixture has been trained
+    model.init_weights()
+    lane, te = model.pts_bbox_head, model.bbox_head
+    for branch in lane.cls_branches:
+        assert torch.allclose(branch[-1].bias, torch.tensor(-4.59512), atol=1e-4)
+    for branch in te.cls_branches:
+        assert torch.allclose(branch.bias, torch.tensor(-4.59512), atol=1e-4)
+    for i, branch in enumerate(te.reg_branches):
+        assert not branch[-1].weight.any()
+        assert torch.equal(branch[-1].bias[2:], torch.full((2,), -2.0 if i == 0 else 0.0))
+    assert not lane.transformer.reference_points.bias.any()
+    assert not lane.code_weights.requires_grad and torch.equal(lane.code_weights, torch.ones(15))
+    mha = lane.transformer.decoder.layers[0].attentions[0]
+    assert mha.attn.dropout == 0.1 and mha.dropout_layer.p == 0.1 and mha.proj_drop.p == 0.0
+    from mmcv.cnn.bricks.transformer import MultiheadAttention
+
+    default = inspect.signature(MultiheadAttention.__init__).parameters["dropout_layer"].default
+    assert default["drop_prob"] == 0.0  # mmcv's shared default left untouched
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_te_rescale_inverse_of_resize(tiny_model, published):
+    head = copy.deepcopy(tiny_model.bbox_head)
+    head.published_rescale = published
+    cls = torch.zeros(2, 1, 3, 13)
+    boxes = torch.tensor([0.5, 0.5, 0.2, 0.2]).expand(2, 1, 3, 4)
+    meta = dict(img_shape=(60, 100), scale_factor=np.array([2.0, 0.5, 2.0, 0.5], dtype=np.float32))
+    det, scores = head.get_bboxes({"all_cls_scores": cls, "all_bbox_preds": boxes}, [meta], rescale=True)[0]
+    pixel = torch.tensor([40.0, 24.0, 60.0, 36.0])
+    factor = torch.tensor([2.0, 2.0, 2.0, 2.0]) if published else torch.tensor([2.0, 0.5, 2.0, 0.5])
+    torch.testing.assert_close(det[0, :4], pixel / factor)
+    assert det.shape == (3, 5) and torch.allclose(scores, torch.tensor(0.5))
+
+
+def test_frame_without_lanes(tiny_model):
+    """The published empty ``gt_lc`` (shape (0,)) and 0-sized topology: no positives, finite
+    losses, zero regression."""
+    s = data_sample(0)
+    s.gt_lc = torch.zeros(0)
+    s.gt_lc_labels = torch.zeros(0, dtype=torch.long)
+    s.gt_topology_lclc = torch.zeros(0, 0, dtype=torch.int8)
+    s.gt_topology_lcte = torch.zeros(0, 2, dtype=torch.int8)
+    tiny_model.train()
+    losses = tiny_model(images(), [s], mode="loss")
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert float(losses["lane_head.loss_lane_reg"]) == 0.0 and float(losses["lane_head.loss_lane_cls"]) > 0
+    assert float(losses["bbox_head.loss_cls"]) > 0

@@ -46,13 +46,13 @@ train_dataloader = dict(
         use_valid_flag=True,
         box_type_3d='LiDAR'))
 # test batches are single frames in dataset (time) order: the model carries the previous
-# frame's BEV from one sample to the next
+# frame's BEV from one sample to the next, so each process takes one contiguous block
 val_dataloader = dict(
     batch_size=1,
     num_workers=4,
     persistent_workers=True,
     drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    sampler=dict(type='ContiguousSampler'),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Multi-GPU testing on one machine (published command):
+#   dist_test.sh CONFIG CHECKPOINT GPUS --split val --eval
+#   dist_test.sh CONFIG CHECKPOINT GPUS --split test --format-only
+# torchrun replaces torch.distributed.launch. Without CUDA the GPUS processes run over gloo.
+set -euo pipefail
+if [ $# -lt 3 ]; then echo "usage: $0 CONFIG CHECKPOINT GPUS [test.py options]" >&2; exit 2; fi
+CONFIG=$1
+CHECKPOINT=$2
+GPUS=$3
+shift 3
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../../.." && pwd)"
+PYTHONPATH="$ROOT:$ROOT/detection${PYTHONPATH:+:$PYTHONPATH}" \
+torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+    --master_port="${PORT:-29500}" --nproc_per_node="$GPUS" \
+    "$HERE/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"
