@@ -6,6 +6,8 @@ once per inference. Published module and parameter names (``decoder.layers.{l}.s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,31 +56,29 @@ class CausalTransformerDecoderLayer(nn.TransformerDecoderLayer):
         return getattr(self, f"res_weight{k}") if self.re_zero else 1.0
 
     def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
-        """Cross-attention keys and values of ``memory (S, N, D)``, stacked ``(2, S, N, D)``."""
-        if memory.ndim != 3 or memory.shape[-1] != self.multihead_attn.embed_dim:
-            raise ValueError(
-                f"memory: expected (S, N, {self.multihead_attn.embed_dim}), got {tuple(memory.shape)}"
-            )
+        """Cross-attention keys and values of ``memory (S, N, D)``, stacked per head
+        ``(2, N, heads, S, D / heads)`` (contiguous, the layout the attention kernel reads)."""
         mha = self.multihead_attn
-        e = mha.embed_dim
+        e, h = mha.embed_dim, mha.num_heads
+        if memory.ndim != 3 or memory.shape[-1] != e:
+            raise ValueError(f"memory: expected (S, N, {e}), got {tuple(memory.shape)}")
+        s, n, _ = memory.shape
         bias = None if mha.in_proj_bias is None else mha.in_proj_bias[e:]
-        kv = F.linear(memory, mha.in_proj_weight[e:], bias)
-        # (S, N, 2E) -> (2, S, N, E), the layout torch's packed in-projection uses.
-        return kv.unflatten(-1, (2, e)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+        kv = F.linear(memory, mha.in_proj_weight[e:], bias)  # (S, N, 2E): [k | v], as torch packs them
+        return kv.view(s, n, 2, h, e // h).permute(2, 1, 3, 0, 4).contiguous()
 
     def _cross_attend(self, query: torch.Tensor, memory_kv: torch.Tensor) -> torch.Tensor:
-        """``multihead_attn(query, memory, memory)`` from projected ``memory_kv``."""
+        """``multihead_attn(query, memory, memory)`` (sequence-first, no mask, no weights)
+        from ``memory_kv = project_memory(memory)``: torch's own steps after the k/v
+        in-projection."""
         mha = self.multihead_attn
         e, h = mha.embed_dim, mha.num_heads
         t, n, _ = query.shape
-        s = memory_kv.shape[1]
         bias = None if mha.in_proj_bias is None else mha.in_proj_bias[:e]
         q = F.linear(query, mha.in_proj_weight[:e], bias)
         q = q.view(t, n * h, e // h).transpose(0, 1).view(n, h, t, e // h)
-        k = memory_kv[0].view(s, n * h, e // h).transpose(0, 1).view(n, h, s, e // h)
-        v = memory_kv[1].view(s, n * h, e // h).transpose(0, 1).view(n, h, s, e // h)
         drop = mha.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, None, drop, False)
+        out = F.scaled_dot_product_attention(q, memory_kv[0], memory_kv[1], None, drop, False)
         out = out.permute(2, 0, 1, 3).reshape(n * t, e)
         return F.linear(out, mha.out_proj.weight, mha.out_proj.bias).view(t, n, e)
 
@@ -91,16 +91,19 @@ class CausalTransformerDecoderLayer(nn.TransformerDecoderLayer):
         memory_kv: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``memory`` may be ``None`` when ``memory_kv`` (``project_memory``'s) is given."""
-        src = memory_kv[0] if memory_kv is not None else memory
-        if src is None:
+        if memory_kv is not None:
+            if memory_kv.ndim != 5 or memory_kv.shape[0] != 2 or memory_kv.shape[1] != tgt.shape[1]:
+                raise ValueError(
+                    f"memory_kv: expected (2, N = {tgt.shape[1]}, heads, S, D / heads), "
+                    f"got {tuple(memory_kv.shape)}"
+                )
+        elif memory is None:
             raise ValueError("memory: a (S, N, D) tensor is required when memory_kv is None")
-        if tgt.ndim != 3 or src.ndim != 3 or tgt.shape[1] != src.shape[1]:
+        elif tgt.ndim != 3 or memory.ndim != 3 or tgt.shape[1] != memory.shape[1]:
             raise ValueError(
                 "tgt (T, N, D) and memory (S, N, D) expected with one N, got "
-                f"{tuple(tgt.shape)}, {tuple(src.shape)}"
+                f"{tuple(tgt.shape)}, {tuple(memory.shape)}"
             )
-        if memory_kv is not None and (memory_kv.ndim != 4 or memory_kv.shape[0] != 2):
-            raise ValueError(f"memory_kv: expected (2, S, N, D), got {tuple(memory_kv.shape)}")
         query = tgt[-1:] if only_last else tgt
         if tgt_mask is not None and only_last:
             tgt_mask = tgt_mask[-1:]
@@ -129,7 +132,7 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
       sampler re-embeds all tokens each step), layer ``k > 0``'s is ``cat(cache[k-1], new)``.
       The output covers all positions: ``cat(cache[-1], new)``.
 
-    ``memory_kv`` (``project_memory(memory)``, ``(num_layers, 2, S, N, D)``) replaces
+    ``memory_kv`` (``project_memory(memory)``: one layer's keys/values per layer) replaces
     ``memory``: the sampler projects the memory once instead of at every step.
     """
 
@@ -140,9 +143,10 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
             )
         super().__init__(decoder_layer, num_layers, norm=None)
 
-    def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
-        """Every layer's cross-attention keys/values, ``(num_layers, 2, S, N, D)``."""
-        return torch.stack([layer.project_memory(memory) for layer in self.layers])
+    def project_memory(self, memory: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's cross-attention keys/values (``layer.project_memory``); a list, not
+        a stacked tensor, so that dropping finished lines copies each only once."""
+        return [layer.project_memory(memory) for layer in self.layers]
 
     def forward(  # type: ignore[override]
         self,
@@ -150,11 +154,11 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
         memory: torch.Tensor | None,
         cache: torch.Tensor | None = None,
         tgt_mask: torch.Tensor | None = None,
-        memory_kv: torch.Tensor | None = None,
+        memory_kv: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if memory_kv is not None and (memory_kv.ndim != 5 or memory_kv.shape[:2] != (self.num_layers, 2)):
+        if memory_kv is not None and len(memory_kv) != self.num_layers:
             raise ValueError(
-                f"memory_kv: expected ({self.num_layers}, 2, S, N, D), got {tuple(memory_kv.shape)}"
+                f"memory_kv: expected {self.num_layers} layers' keys/values, got {len(memory_kv)}"
             )
         kvs = [None] * self.num_layers if memory_kv is None else list(memory_kv)
         if self.training or cache is None:

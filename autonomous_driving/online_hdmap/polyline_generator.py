@@ -259,5 +259,6 @@ class PolylineGenerator(nn.Module):
             keep = drawn[:, -1] != 0
             if not keep.all():  # drop the stopped rows (copying the caches only then)
                 remain, samples = remain[keep], samples[keep]
-                condition, memory_kv, cache = condition[keep], memory_kv[:, :, :, keep], cache[:, :, keep]
+                condition, cache = condition[keep], cache[:, :, keep]
+                memory_kv = [kv[:, keep] for kv in memory_kv]
         return finish_samples(decoded[:, : step + 1], seq_len)
