@@ -7,6 +7,8 @@
 # As published, main.py gets `--data-path data/imagenet --output work_dirs` (relative to the
 # working directory) before your arguments, which override them (the last value wins).
 # Without `srun` on PATH the SLURM form runs locally with torchrun (PARTITION/JOB_NAME ignored).
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
 NAME="${TRAIN_SCRIPT_NAME:-$(basename "$0")}"

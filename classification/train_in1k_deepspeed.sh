@@ -6,6 +6,8 @@
 #
 # Same launching rules as train_in1k.sh (which this reuses); only the entry point differs.
 # DeepSpeed reads RANK/WORLD_SIZE/LOCAL_RANK from torchrun or SLURM_* from srun.
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

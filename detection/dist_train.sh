@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Multi-GPU training on one machine: dist_train.sh CONFIG GPUS [train.py options]
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 CONFIG GPUS [train.py options]" >&2; exit 2; fi
 CONFIG=$1

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Training on a Slurm cluster: [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] \
 #   slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py options]
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 if [ $# -lt 3 ]; then echo "usage: $0 PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py options]" >&2; exit 2; fi
 PARTITION=$1

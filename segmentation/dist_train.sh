@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Distributed training on one node: dist_train.sh CONFIG GPUS [train.py options...]
 # NNODES/NODE_RANK/MASTER_ADDR/PORT select a multi-node run.
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 CONFIG GPUS [train.py options]" >&2; exit 2; fi
 CONFIG=$1

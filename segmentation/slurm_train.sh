@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Training under Slurm: slurm_train.sh PARTITION JOB_NAME CONFIG [train.py options...]
 # GPUS (total, default 8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS, PYTHON.
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 if [ $# -lt 3 ]; then echo "usage: $0 PARTITION JOB_NAME CONFIG [train.py options]" >&2; exit 2; fi
 PARTITION=$1

@@ -280,15 +280,6 @@ def readme_commands() -> list[tuple[str, str, str]]:
 
 
 COMMANDS = readme_commands()
-# README lines known to fail, each with its fix (strict: the test fails once the line works,
-# so the entry is removed with the fix). Not ours to edit: detection/README.md.
-_SH_DASH = ("`sh` is dash here and the script is bash (`set -o pipefail`, BASH_SOURCE): the README "
-            "should say `bash detection/dist_*.sh` (or the scripts be POSIX sh)")
-KNOWN_BROKEN = {
-    "sh detection/dist_test.sh detection/configs/coco/mask_rcnn_internimage_b_fpn_1x_coco.py "
-    "pretrained/mask_rcnn_internimage_b_fpn_1x_coco.pth 8 --eval bbox segm": _SH_DASH,
-    "sh detection/dist_train.sh detection/configs/coco/mask_rcnn_internimage_t_fpn_1x_coco.py 8": _SH_DASH,
-}
 
 
 # ----------------------------------------------------------------------------- generated data
@@ -464,9 +455,7 @@ def _outputs_in_checkout() -> set[str]:
 
 
 @pytest.mark.parametrize("readme,cwd,command", [
-    pytest.param(n, d, c, id=f"(cd {d}) {c}" if d else c,
-                 marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[c])] if c in KNOWN_BROKEN else [])
-    for n, d, c in COMMANDS])
+    pytest.param(n, d, c, id=f"(cd {d}) {c}" if d else c) for n, d, c in COMMANDS])
 def test_readme_command(readme: str, cwd: str, command: str, data: dict[str, str], tmp_path: Path) -> None:
     resolved = resolve_optional(command)
     words = shlex.split(resolved)

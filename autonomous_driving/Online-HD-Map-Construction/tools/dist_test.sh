@@ -3,6 +3,8 @@
 #   dist_test.sh CONFIG CHECKPOINT GPUS --split val --eval
 #   dist_test.sh CONFIG CHECKPOINT GPUS --split test --format-only
 # torchrun replaces torch.distributed.launch. Without CUDA the GPUS processes run over gloo.
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 if [ $# -lt 3 ]; then echo "usage: $0 CONFIG CHECKPOINT GPUS [test.py options]" >&2; exit 2; fi
 CONFIG=$1

@@ -2,6 +2,8 @@
 # Multi-GPU evaluation on one machine (published command):
 #   ./tools/dist_test.sh CONFIG CHECKPOINT GPUS --eval * [--eval-options dump=True dump_dir=DIR]
 # torchrun replaces torch.distributed.launch. Without CUDA the GPUS processes run over gloo.
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 if [ $# -lt 3 ]; then echo "usage: $0 CONFIG CHECKPOINT GPUS [test.py options]" >&2; exit 2; fi
 CONFIG=$1

@@ -3,6 +3,8 @@
 #   ./tools/dist_train.sh plugin/mmdet3d/configs/internimage-s.py 8 [train.py options]
 # torchrun replaces torch.distributed.launch; as published, --seed 0 is passed. Without CUDA
 # the GPUS processes train data-parallel over gloo.
+# `sh script.sh` (the published command form) is dash on Debian/Ubuntu: re-run under bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 CONFIG GPUS [train.py options]" >&2; exit 2; fi
 CONFIG=$1
