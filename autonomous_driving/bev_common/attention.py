@@ -4,7 +4,9 @@ names, initialisation and arithmetic:
 
 - ``TemporalSelfAttention`` (TSA): BEV queries attend to [previous BEV, current BEV]
   (``num_bev_queue=2``); offsets and weights come from ``cat([history, query + pos])``,
-  the two queue slots are averaged.
+  the two queue slots are averaged. ``double_value_proj=True`` applies ``value_proj`` twice
+  (the OpenLane-V2 ROAD copy, driving_openlane_params.md §2.4); the default applies it once
+  (occupancy).
 - ``SpatialCrossAttention`` (SCA): per camera, only the BEV queries with a visible pillar
   point are re-batched (``max_len``) through ``MSDeformableAttention3D``, summed back and
   divided by the number of cameras that see them.
@@ -138,7 +140,11 @@ class TemporalSelfAttention(BaseModule):
     """BEV self-attention over [history, current] (§7). ``forward`` takes ``query``
     (bs, nq, C), ``value`` (bs·2, nq, C) as [prev_bev, query] pairs or None (then the query
     is duplicated), ``reference_points`` (bs·2, nq, levels, 2) and the BEV ``spatial_shapes``
-    [[bev_h, bev_w]]; it returns (bs, nq, C), residual included."""
+    [[bev_h, bev_w]]; it returns (bs, nq, C), residual included.
+
+    ``double_value_proj``: the value goes through ``value_proj`` twice (the same weights,
+    ``value_proj(value_proj(value))``), as the published OpenLane-V2 ROAD TSA does; False
+    (default) is the occupancy TSA's single projection. No parameter is added."""
 
     def __init__(
         self,
@@ -152,9 +158,15 @@ class TemporalSelfAttention(BaseModule):
         batch_first: bool = True,
         norm_cfg: dict | None = None,
         init_cfg: dict | None = None,
+        double_value_proj: bool = False,
     ):
         super().__init__(init_cfg)
         _check_heads(type(self).__name__, embed_dims, num_heads)
+        if not isinstance(double_value_proj, bool):
+            raise TypeError(
+                f"TemporalSelfAttention: double_value_proj must be True or False, got {double_value_proj!r}"
+            )
+        self.double_value_proj = double_value_proj
         if num_bev_queue != 2:
             raise ValueError(
                 "TemporalSelfAttention: num_bev_queue must be 2 (the value is [prev_bev, query]), "
@@ -237,6 +249,8 @@ class TemporalSelfAttention(BaseModule):
         history = value.view(bs, queue, num_value, channels)[:, 0]
         query = torch.cat([history, query], -1)
         value = self.value_proj(value)
+        if self.double_value_proj:  # the OpenLane-V2 ROAD TSA (class docstring)
+            value = self.value_proj(value)
         if key_padding_mask is not None:
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
         value = value.reshape(bs * queue, num_value, self.num_heads, -1)

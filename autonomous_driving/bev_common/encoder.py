@@ -22,7 +22,11 @@ in place, so both halves of the hybrid reference are shifted); ``prev_bev`` (the
 float32; the BEVFormerLayer FFN default hard-codes ``embed_dims=256`` (other widths pass
 ``ffn_cfgs``). Published defects fixed (identical at batch 1): each sample's own
 ``ego2lidar`` and image size are used (published: sample 0's for the whole batch); the
-published mutable FFN default dict is not shared between layers."""
+published mutable FFN default dict is not shared between layers.
+
+Options for the OpenLane-V2 copy (driving_openlane_params.md §2.4): ``projection='lidar2img'``
+(no ``ego2lidar`` factor) and ``image_size='front_img_shape'`` (normalise by the unpadded
+front camera); the defaults are the occupancy encoder's."""
 
 from __future__ import annotations
 
@@ -223,23 +227,68 @@ def _transform_stack(metas: Sequence[Mapping], key: str, num_cams: int | None) -
     return np.stack(out)
 
 
-def _image_size(meta: Mapping, b: int) -> tuple[float, float]:
-    """(h, w) the projected points are normalised by: the padded size (``pad_shape``, which
-    the published pipeline stores in ``img_shape``), else ``img_shape``; camera 0's."""
-    shape = meta.get("pad_shape", meta.get("img_shape"))
-    if shape is None:
-        raise KeyError(f"img_metas[{b}] has neither 'pad_shape' nor 'img_shape' (the camera image size)")
-    first = shape[0] if isinstance(shape[0], (list, tuple, np.ndarray)) else shape
+PROJECTIONS = ("lidar2img@ego2lidar", "lidar2img")
+IMAGE_SIZES = ("pad_shape", "front_img_shape")
+
+
+def _image_size(meta: Mapping, b: int, mode: str = "pad_shape") -> tuple[float, float]:
+    """(h, w) the projected points are normalised by, camera 0's.
+
+    ``'pad_shape'`` (occupancy): the padded size (``pad_shape``, which the published pipeline
+    stores in ``img_shape``), else ``img_shape``. ``'front_img_shape'`` (OpenLane-V2 ROAD):
+    ``img_shape[0]``, the front camera before padding, required as the per-camera list."""
+    if mode == "front_img_shape":
+        shapes = meta.get("img_shape")
+        if shapes is None:
+            raise KeyError(f"img_metas[{b}] has no 'img_shape' (image_size='front_img_shape' needs it)")
+        if not isinstance(shapes, (list, tuple)) or not isinstance(shapes[0], (list, tuple, np.ndarray)):
+            raise ValueError(
+                f"img_metas[{b}]['img_shape'] must be the per-camera (h, w, 3) list, front camera "
+                f"first (image_size='front_img_shape'); got {shapes!r}"
+            )
+        first = shapes[0]
+    else:
+        shape = meta.get("pad_shape", meta.get("img_shape"))
+        if shape is None:
+            raise KeyError(f"img_metas[{b}] has neither 'pad_shape' nor 'img_shape' (the camera image size)")
+        first = shape[0] if isinstance(shape[0], (list, tuple, np.ndarray)) else shape
     return float(first[0]), float(first[1])
+
+
+def _ego2lidar_stack(metas: Sequence[Mapping]) -> np.ndarray:
+    """(bs, 4, 4) float64 ``meta['ego2lidar']`` of every sample, with clear errors."""
+    out = []
+    for b, meta in enumerate(metas):
+        if "ego2lidar" not in meta:
+            raise KeyError(
+                f"img_metas[{b}] has no 'ego2lidar' (4x4 ego -> lidar, needed by "
+                f"projection='lidar2img@ego2lidar'); keys: {sorted(meta)}"
+            )
+        matrix = np.asarray(meta["ego2lidar"], dtype=np.float64)
+        if matrix.shape != (4, 4):
+            raise ValueError(f"img_metas[{b}]['ego2lidar'] must be 4x4, got shape {matrix.shape}")
+        out.append(matrix)
+    return np.stack(out)
 
 
 @MODELS.register_module()
 class BEVFormerEncoder(TransformerLayerSequence):
     """``BEVFormerEncoder(transformerlayers, num_layers, pc_range, num_points_in_pillar=4,
-    return_intermediate=False, dataset_type='nuscenes')``; ``forward(bev_query (nq, bs, C),
-    key, value (N, keys, bs, C), bev_h=, bev_w=, bev_pos= (nq, bs, C), spatial_shapes=,
-    level_start_index=, prev_bev= (nq, bs, C) or None, shift= (bs, 2), img_metas=)`` returns
-    (bs, nq, C), or (num_layers, bs, nq, C) with ``return_intermediate``."""
+    return_intermediate=False, dataset_type='nuscenes', projection='lidar2img@ego2lidar',
+    image_size='pad_shape')``; ``forward(bev_query (nq, bs, C), key, value (N, keys, bs, C),
+    bev_h=, bev_w=, bev_pos= (nq, bs, C), spatial_shapes=, level_start_index=, prev_bev=
+    (nq, bs, C) or None, shift= (bs, 2), img_metas=)`` returns (bs, nq, C), or
+    (num_layers, bs, nq, C) with ``return_intermediate``.
+
+    How ``point_sampling`` maps ego points into the images (the two published copies differ,
+    driving_openlane_params.md §2.4; the defaults are the occupancy BEVFormer's):
+
+    - ``projection``: ``'lidar2img@ego2lidar'`` multiplies each camera's ``lidar2img`` by the
+      sample's ``ego2lidar``; ``'lidar2img'`` uses ``lidar2img`` alone (OpenLane-V2, whose
+      "lidar" frame is the ego frame; ``ego2lidar`` is then not read).
+    - ``image_size``: ``'pad_shape'`` normalises by the padded size (else ``img_shape``);
+      ``'front_img_shape'`` by ``img_shape[0]``, the front camera's unpadded size, for every
+      camera (OpenLane-V2)."""
 
     def __init__(
         self,
@@ -248,8 +297,14 @@ class BEVFormerEncoder(TransformerLayerSequence):
         num_points_in_pillar: int = 4,
         return_intermediate: bool = False,
         dataset_type: str = "nuscenes",
+        projection: str = "lidar2img@ego2lidar",
+        image_size: str = "pad_shape",
         **kwargs,
     ):
+        if projection not in PROJECTIONS:
+            raise ValueError(f"BEVFormerEncoder: projection must be one of {PROJECTIONS}, got {projection!r}")
+        if image_size not in IMAGE_SIZES:
+            raise ValueError(f"BEVFormerEncoder: image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
         layers = kwargs.get("transformerlayers", args[0] if args else None)
         if isinstance(layers, Mapping):
             layers = in_mmdet_scope(layers)
@@ -274,6 +329,8 @@ class BEVFormerEncoder(TransformerLayerSequence):
         self.num_points_in_pillar = num_points_in_pillar
         self.pc_range = list(pc_range)
         self.dataset_type = dataset_type
+        self.projection = projection
+        self.image_size = image_size
         self.fp16_enabled = False
 
     @staticmethod
@@ -317,8 +374,8 @@ class BEVFormerEncoder(TransformerLayerSequence):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``reference_points`` (bs, D, nq, 3) normalised ego coordinates -> normalised image
         coordinates (N, bs, nq, D, 2) float32 and ``bev_mask`` (N, bs, nq, D) bool: in front of
-        the camera (depth > 1e-5) and strictly inside the (padded) image. Projection
-        ``lidar2img @ ego2lidar`` in float32, as published."""
+        the camera (depth > 1e-5) and strictly inside the image. Projection and image size as
+        ``projection`` / ``image_size`` select (class docstring), in float32, as published."""
         bs = reference_points.shape[0]
         if not isinstance(img_metas, Sequence) or len(img_metas) != bs:
             raise ValueError(
@@ -327,15 +384,6 @@ class BEVFormerEncoder(TransformerLayerSequence):
             )
         device = reference_points.device
         lidar2img = torch.as_tensor(_transform_stack(img_metas, "lidar2img", None), device=device)
-        ego2lidar = []
-        for b, meta in enumerate(img_metas):
-            if "ego2lidar" not in meta:
-                raise KeyError(f"img_metas[{b}] has no 'ego2lidar' (4x4 ego -> lidar); keys: {sorted(meta)}")
-            matrix = np.asarray(meta["ego2lidar"], dtype=np.float64)
-            if matrix.shape != (4, 4):
-                raise ValueError(f"img_metas[{b}]['ego2lidar'] must be 4x4, got shape {matrix.shape}")
-            ego2lidar.append(matrix)
-        ego2lidar = torch.as_tensor(np.stack(ego2lidar), device=device)
 
         points = reference_points.clone()
         points[..., 0:1] = points[..., 0:1] * (pc_range[3] - pc_range[0]) + pc_range[0]
@@ -345,9 +393,10 @@ class BEVFormerEncoder(TransformerLayerSequence):
             1, 0, 2, 3
         )  # (D, bs, nq, 4)
         # float32 whatever the input dtype (published); per-sample ego2lidar (published: sample 0's)
-        ego2img = torch.matmul(
-            lidar2img.to(torch.float32), ego2lidar.to(torch.float32)[:, None]
-        )  # (bs, N, 4, 4)
+        ego2img = lidar2img.to(torch.float32)  # (bs, N, 4, 4)
+        if self.projection == "lidar2img@ego2lidar":
+            ego2lidar = torch.as_tensor(_ego2lidar_stack(img_metas), device=device)
+            ego2img = torch.matmul(ego2img, ego2lidar.to(torch.float32)[:, None])
         cam = torch.matmul(ego2img[None, :, :, None], points.to(torch.float32)[:, :, None, :, :, None])
         cam = cam.squeeze(-1)  # (D, bs, N, nq, 4)
 
@@ -355,7 +404,9 @@ class BEVFormerEncoder(TransformerLayerSequence):
         bev_mask = cam[..., 2:3] > eps
         uv = cam[..., 0:2] / torch.maximum(cam[..., 2:3], torch.ones_like(cam[..., 2:3]) * eps)
         sizes = torch.tensor(
-            [_image_size(meta, b) for b, meta in enumerate(img_metas)], dtype=torch.float32, device=device
+            [_image_size(meta, b, self.image_size) for b, meta in enumerate(img_metas)],
+            dtype=torch.float32,
+            device=device,
         )  # (bs, 2) as (h, w)
         uv[..., 0] /= sizes[None, :, None, None, 1]
         uv[..., 1] /= sizes[None, :, None, None, 0]

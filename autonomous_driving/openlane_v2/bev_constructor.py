@@ -1,32 +1,35 @@
 """``BEVFormerConstructer``: the BEV features of ROAD_BEVFormer (driving_openlane_params.md §2)
-on the shared BEVFormer stack (``bev_common``: encoder, layer, TSA, SCA, MSDA3D) and the
-occupancy transformer's BEV construction (``TransformerOcc.get_bev_features``: CAN-bus MLP,
-camera / level embeddings, token flattening, encoder call), reused, not copied.
+on the shared BEVFormer stack (``bev_common``: encoder, layer, TSA, SCA, MSDA3D, and the BEV
+construction ``bev_features.BEVFeaturesMixin.get_bev_features`` the occupancy transformer
+uses too: CAN-bus MLP, camera / level embeddings, token flattening, encoder call).
 
 What differs from the occupancy BEVFormer (§2.4) and how it is met here:
 
 - the BEV query embedding and the learned positional encoding live in this module
   (``bev_embedding``, ``positional_encoding``);
-- the projection is ``lidar2img`` alone (ego = "lidar"): the encoder gets an identity
-  ``ego2lidar``;
+- the projection is ``lidar2img`` alone (ego = "lidar"): encoder option
+  ``projection='lidar2img'``;
 - the projected points are normalised by ``img_metas[b]['img_shape'][0]``, the resized front
   view before padding, for every camera (published quirk kept: it defines what a checkpoint
-  computes); the encoder reads ``pad_shape`` first, so it is given metas without it;
+  computes): encoder option ``image_size='front_img_shape'``;
+- [quirk kept] TSA applies ``value_proj`` twice: TSA option ``double_value_proj=True``;
+  parameter names are unchanged;
 - ``prev_bev`` is always None (``video_test_mode=False``): the published shift is computed
   but unused, so the encoder gets a zero shift (the shared encoder would move ``ref_2d`` by
-  it in place, the occupancy quirk; the published ROAD code clones);
-- [quirk kept] TSA applies ``value_proj`` twice: a forward hook on each TSA's ``value_proj``
-  applies the same linear map a second time (the shared TSA applies it once); parameter
-  names are unchanged.
+  it in place, the occupancy quirk; the published ROAD code clones).
+
+The three options are :data:`ENCODER_OPTIONS` / :data:`TSA_OPTIONS`; the configs set them
+and the constructor fills them in where an encoder config leaves them out (a config may
+still set them otherwise, explicitly).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import nn
@@ -39,46 +42,41 @@ from autonomous_driving.bev_common.attention import (
     TemporalSelfAttention,
     in_mmdet_scope,
 )
-from autonomous_driving.occupancy_prediction.bevformer_occ.transformer import TransformerOcc, can_bus_array
+from autonomous_driving.bev_common.bev_features import BEVFeaturesMixin, build_can_bus_mlp, can_bus_array
 
 PC_RANGE = (-51.2, -25.6, -2.3, 51.2, 25.6, 1.7)
 
 
-def _project_twice(module: nn.Linear, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-    """Forward hook: ``value_proj(value_proj(x))`` (the published ROAD TSA)."""
-    return F.linear(output, module.weight, module.bias)
+ENCODER_OPTIONS = {"projection": "lidar2img", "image_size": "front_img_shape"}
+TSA_OPTIONS = {"double_value_proj": True}
 
 
-def encoder_metas(img_metas: Sequence[Mapping]) -> list[dict]:
-    """The per-sample metas the shared encoder reads: ``lidar2img`` (N 4x4), an identity
-    ``ego2lidar`` and ``img_shape`` (front view first); ``pad_shape`` left out on purpose
-    (the published ROAD normalises by the unpadded front-view shape)."""
-    out = []
-    for b, meta in enumerate(img_metas):
-        for key in ("lidar2img", "img_shape", "can_bus"):
-            if key not in meta:
-                raise KeyError(
-                    f"BEVFormerConstructer: img_metas[{b}] has no '{key}' (fields present: {sorted(meta)})"
-                )
-        shapes = meta["img_shape"]
-        if not isinstance(shapes, (list, tuple)) or not isinstance(shapes[0], (list, tuple, np.ndarray)):
-            raise ValueError(
-                f"BEVFormerConstructer: img_metas[{b}]['img_shape'] must be the per-camera (h, w, 3) "
-                f"list, front view first; got {shapes!r}"
-            )
-        out.append(
-            {
-                "lidar2img": meta["lidar2img"],
-                "ego2lidar": np.eye(4),
-                "img_shape": list(shapes),
-                "can_bus": meta["can_bus"],
-            }
-        )
-    return out
+def openlane_encoder_cfg(encoder: Mapping) -> dict:
+    """A copy of the ``BEVFormerEncoder`` config with the OpenLane-V2 options
+    (:data:`ENCODER_OPTIONS` on the encoder, :data:`TSA_OPTIONS` on every
+    ``TemporalSelfAttention``) filled in where the config does not set them."""
+    if not isinstance(encoder, Mapping):
+        raise TypeError(f"BEVFormerConstructer: encoder must be a config dict, got {encoder!r}")
+    cfg = copy.deepcopy(dict(encoder))
+    for key, value in ENCODER_OPTIONS.items():
+        cfg.setdefault(key, value)
+    layers = cfg.get("transformerlayers")
+    for layer in layers if isinstance(layers, (list, tuple)) else [layers]:
+        if not isinstance(layer, Mapping):
+            continue  # the encoder reports a malformed transformerlayers itself
+        attns = layer.get("attn_cfgs", [])
+        for attn in attns if isinstance(attns, (list, tuple)) else [attns]:
+            if not isinstance(attn, Mapping):
+                continue
+            is_tsa = attn.get("type") in ("TemporalSelfAttention", TemporalSelfAttention)
+            if is_tsa:
+                for key, value in TSA_OPTIONS.items():
+                    attn.setdefault(key, value)
+    return cfg
 
 
 @MODELS.register_module()
-class BEVFormerConstructer(BaseModule):  # published spelling
+class BEVFormerConstructer(BEVFeaturesMixin, BaseModule):  # published spelling
     """``forward(mlvl_feats, img_metas, prev_bev=None)``: camera features (list over levels
     of (B, N, C, h, w)) -> BEV features (B, bev_h·bev_w, C), query ``k = row·bev_w + col``."""
 
@@ -123,24 +121,14 @@ class BEVFormerConstructer(BaseModule):  # published spelling
         self.bev_embedding = nn.Embedding(bev_h * bev_w, embed_dims)
         self.level_embeds = nn.Parameter(torch.randn(num_feature_levels, embed_dims))
         self.cams_embeds = nn.Parameter(torch.randn(num_cams, embed_dims))
-        self.encoder = MODELS.build(in_mmdet_scope(encoder))
+        self.encoder = MODELS.build(in_mmdet_scope(openlane_encoder_cfg(encoder)))
         if getattr(self.encoder, "embed_dims", embed_dims) != embed_dims:
             raise ValueError(
                 f"BEVFormerConstructer: the encoder has embed_dims={self.encoder.embed_dims}, "
                 f"the constructor {embed_dims}"
             )
-        self.can_bus_mlp = nn.Sequential(
-            nn.Linear(18, embed_dims // 2),
-            nn.ReLU(inplace=True),
-            nn.Linear(embed_dims // 2, embed_dims),
-            nn.ReLU(inplace=True),
-        )
-        if can_bus_norm:
-            self.can_bus_mlp.add_module("norm", nn.LayerNorm(embed_dims))
+        self.can_bus_mlp = build_can_bus_mlp(embed_dims, can_bus_norm)
         self.positional_encoding = MODELS.build(in_mmdet_scope(positional_encoding))
-        for m in self.encoder.modules():
-            if isinstance(m, TemporalSelfAttention):
-                m.value_proj.register_forward_hook(_project_twice)
 
     def init_weights(self) -> None:
         """§2.1: xavier on every >1-D parameter (BEV embedding and positional encoding
@@ -170,7 +158,8 @@ class BEVFormerConstructer(BaseModule):  # published spelling
         return np.stack([shift_x, shift_y], 1)
 
     def compute_shift(self, img_metas, grid_length, bev_h, bev_w, *, dtype, device) -> torch.Tensor:
-        """What ``get_bev_features`` hands the encoder: zero (see the module docstring)."""
+        """What ``get_bev_features`` hands the encoder: zero (see the module docstring);
+        overrides ``BEVFeaturesMixin.compute_shift``."""
         return torch.zeros(len(img_metas), 2, dtype=dtype, device=device)
 
     def forward(
@@ -188,23 +177,20 @@ class BEVFormerConstructer(BaseModule):  # published spelling
             raise ValueError("BEVFormerConstructer: mlvl_feats must be a list of (B, N, C, h, w) levels")
         bs = mlvl_feats[0].shape[0]
         dtype, device = mlvl_feats[0].dtype, mlvl_feats[0].device
-        metas = encoder_metas(img_metas)
         bev_queries = self.bev_embedding.weight.to(dtype)
         mask = torch.zeros((bs, self.bev_h, self.bev_w), device=device, dtype=dtype)
         bev_pos = self.positional_encoding(mask).to(dtype)  # (B, C, bev_h, bev_w), col channels first
         grid_length = (self.real_h / self.bev_h, self.real_w / self.bev_w)
-        # The occupancy transformer's BEV construction, run on this module's parameters.
-        return TransformerOcc.get_bev_features(
-            self,
+        return self.get_bev_features(
             mlvl_feats,
             bev_queries,
             self.bev_h,
             self.bev_w,
             grid_length=grid_length,
             bev_pos=bev_pos,
-            img_metas=metas,
+            img_metas=img_metas,
             prev_bev=None,
         )
 
 
-__all__ = ["BEVFormerConstructer", "encoder_metas"]
+__all__ = ["ENCODER_OPTIONS", "TSA_OPTIONS", "BEVFormerConstructer", "openlane_encoder_cfg"]

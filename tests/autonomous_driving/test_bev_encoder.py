@@ -1,6 +1,7 @@
 """The shared BEVFormer encoder blocks (bev_common): published key names and shapes, the
 published initialisation, the forward arithmetic against independent grid_sample
-references (TSA, SCA / MSDeformableAttention3D), point_sampling on hand-built cameras,
+references (TSA, SCA / MSDeformableAttention3D), point_sampling on hand-built cameras, the
+OpenLane-V2 options (double value projection, lidar2img alone, front-view image size),
 the layer's operation order, the kept shift quirk, per-sample batches, the MSDA path with
 and without the ops_dcnv3 kernel, config building under the registries, GridMask, the
 InternImage registration and clear errors."""
@@ -368,6 +369,107 @@ def test_point_sampling_projects_ahead_to_the_centre_and_masks_points_behind():
     cam, mask = encoder.point_sampling(normalised, PC_RANGE, metas(ego2lidar=turned))
     torch.testing.assert_close(cam[0, 0, 1, 0], torch.tensor([0.5, 0.5]))
     assert mask[0, 0, :, 0].tolist() == [False, True, False, False, False]
+
+
+# ------------------------------------------------- OpenLane-V2 options (driving_openlane_params §2.4)
+def option_encoder(**options) -> BEVFormerEncoder:
+    """``small_encoder`` with encoder-level options (``projection``, ``image_size``)."""
+    from mmdet.registry import MODELS
+
+    args = {**SMALL, "ffn_cfgs": dict(type="FFN", embed_dims=SMALL["dims"])}
+    return MODELS.build({**encoder_cfg(**args), **options})
+
+
+def test_tsa_double_value_proj_is_the_single_tsa_with_the_projection_composed():
+    kwargs = dict(embed_dims=16, num_heads=2, num_levels=1, num_points=3)
+    double = randomise(TemporalSelfAttention(**kwargs, double_value_proj=True)).double().eval()
+    single = TemporalSelfAttention(**kwargs).double().eval()
+    assert not single.double_value_proj
+    assert list(single.state_dict()) == list(double.state_dict())  # no parameter added
+    single.load_state_dict(double.state_dict())
+    bev_h, bev_w, bs = 3, 4, 2
+    gen = torch.Generator().manual_seed(4)
+    query = torch.randn(bs, bev_h * bev_w, 16, generator=gen, dtype=torch.float64)
+    value = torch.randn(bs * 2, bev_h * bev_w, 16, generator=gen, dtype=torch.float64)
+    ref = torch.rand(bs * 2, bev_h * bev_w, 1, 2, generator=gen, dtype=torch.float64)
+    call = dict(reference_points=ref, spatial_shapes=torch.tensor([[bev_h, bev_w]]))
+    out = double(query, None, value, **call)
+    assert not torch.allclose(out, single(query, None, value, **call))  # the option changes the output
+    # value_proj(value_proj(v)) is one linear map with weight W·W and bias W·b + b
+    w, b = double.value_proj.weight.detach(), double.value_proj.bias.detach()
+    with torch.no_grad():
+        single.value_proj.weight.copy_(w @ w)
+        single.value_proj.bias.copy_(w @ b + b)
+    torch.testing.assert_close(out, single(query, None, value, **call))
+    with pytest.raises(TypeError, match="double_value_proj"):
+        TemporalSelfAttention(**kwargs, double_value_proj="yes")
+
+
+def _ahead_points() -> torch.Tensor:
+    ego = torch.tensor([[10.0, 0.0, 0.0], [-10.0, 0.0, 0.0], [10.0, -2.0, 1.0], [-10.0, 3.0, -1.0]])
+    pc = torch.tensor(PC_RANGE)
+    return ((ego - pc[:3]) / (pc[3:] - pc[:3]))[None, None]  # (bs=1, D=1, nq, 3)
+
+
+def test_projection_lidar2img_alone_ignores_ego2lidar():
+    points = _ahead_points()
+    turned = np.diag([-1.0, -1.0, 1.0, 1.0])
+    default = option_encoder()
+    lidar_only = option_encoder(projection="lidar2img")
+    assert default.projection == "lidar2img@ego2lidar" and lidar_only.projection == "lidar2img"
+    with_ego = default.point_sampling(points, PC_RANGE, metas(ego2lidar=turned))
+    ignored = lidar_only.point_sampling(points, PC_RANGE, metas(ego2lidar=turned))
+    identity = default.point_sampling(points, PC_RANGE, metas())
+    assert not torch.equal(with_ego[1], ignored[1])  # the turned lidar sees the other way
+    torch.testing.assert_close(ignored[0], identity[0])
+    assert torch.equal(ignored[1], identity[1])
+    # lidar2img alone == the default with ego2lidar folded into lidar2img; ego2lidar not needed
+    folded = metas()
+    folded[0]["lidar2img"] = [m @ turned for m in folded[0]["lidar2img"]]
+    del folded[0]["ego2lidar"]
+    alone = lidar_only.point_sampling(points, PC_RANGE, folded)
+    torch.testing.assert_close(alone[0], with_ego[0])
+    assert torch.equal(alone[1], with_ego[1])
+    with pytest.raises(KeyError, match="ego2lidar"):
+        default.point_sampling(points, PC_RANGE, folded)
+
+
+def test_image_size_front_img_shape_normalises_every_camera_by_the_unpadded_front_view():
+    points = _ahead_points()
+    shapes = metas()
+    shapes[0]["img_shape"] = [(60, 80, 3), (30, 50, 3)]  # camera 1's own size must not matter
+    padded, _ = option_encoder().point_sampling(points, PC_RANGE, shapes)
+    front_encoder = option_encoder(image_size="front_img_shape")
+    front, _ = front_encoder.point_sampling(points, PC_RANGE, shapes)
+    # default: divided by pad_shape (64, 96); front: by img_shape[0] (60, 80), both cameras
+    torch.testing.assert_close(front[..., 0] * 80, padded[..., 0] * 96)
+    torch.testing.assert_close(front[..., 1] * 60, padded[..., 1] * 64)
+    torch.testing.assert_close(front[1, 0, 1, 0], torch.tensor([48 / 80, 32 / 60]))  # camera 1's centre
+    no_pad = metas()
+    del no_pad[0]["pad_shape"]  # the default falls back to img_shape
+    fallback, _ = option_encoder().point_sampling(points, PC_RANGE, no_pad)
+    torch.testing.assert_close(fallback[..., 1] * 60, padded[..., 1] * 64)
+    flat = metas()
+    flat[0]["img_shape"] = (60, 80, 3)
+    with pytest.raises(ValueError, match="per-camera"):
+        front_encoder.point_sampling(points, PC_RANGE, flat)
+
+
+def test_bad_encoder_options_are_named():
+    with pytest.raises(ValueError, match="projection must be one of"):
+        option_encoder(projection="ego2img")
+    with pytest.raises(ValueError, match="image_size must be one of"):
+        option_encoder(image_size="img_shape")
+
+
+def test_bev_features_host_without_the_attributes_gets_a_clear_error():
+    from autonomous_driving.bev_common.bev_features import BEVFeaturesMixin
+
+    class Host(BEVFeaturesMixin, torch.nn.Module):
+        embed_dims = 8
+
+    with pytest.raises(AttributeError, match="lacks .*'num_feature_levels'"):
+        Host().get_bev_features([], torch.zeros(1, 8), 1, 1, grid_length=(1, 1), bev_pos=None, img_metas=[])
 
 
 def test_reference_points_follow_the_published_layout():

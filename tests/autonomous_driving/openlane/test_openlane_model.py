@@ -9,6 +9,7 @@ import copy
 import inspect
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -643,15 +644,43 @@ def test_clear_errors(tiny_model):
 # -- arithmetic of the published quirks and init ----------------------------------------------------
 
 
-def test_tsa_value_projection_applied_twice(tiny_model):
-    from autonomous_driving.bev_common.attention import TemporalSelfAttention
+def test_openlane_options_set_by_the_constructor_and_the_configs(tiny_model):
+    """§2.4 as explicit options of the shared stack: the constructor fills them in for a
+    config that leaves them out (``tiny_cfg`` here, as published), a config may set them
+    otherwise, and the shipped configs spell them out."""
+    from mmengine.config import Config
 
-    tsa = [m for m in tiny_model.bev_constructor.modules() if isinstance(m, TemporalSelfAttention)]
-    assert tsa
-    x = torch.randn(2, 5, DIM)
-    w, b = tsa[0].value_proj.weight, tsa[0].value_proj.bias
-    once = torch.nn.functional.linear(x, w, b)
-    torch.testing.assert_close(tsa[0].value_proj(x), torch.nn.functional.linear(once, w, b))
+    from autonomous_driving.bev_common.attention import TemporalSelfAttention
+    from autonomous_driving.bev_common.bev_features import BEVFeaturesMixin
+    from autonomous_driving.occupancy_prediction.bevformer_occ.transformer import TransformerOcc
+    from autonomous_driving.openlane_v2.bev_constructor import BEVFormerConstructer, openlane_encoder_cfg
+
+    constructor = tiny_model.bev_constructor
+    encoder = constructor.encoder
+    assert (encoder.projection, encoder.image_size) == ("lidar2img", "front_img_shape")
+    tsa = [m for m in constructor.modules() if isinstance(m, TemporalSelfAttention)]
+    assert tsa and all(m.double_value_proj for m in tsa)
+    assert not any(m.value_proj._forward_hooks for m in tsa)  # no hook: the TSA option does it
+    # one BEV construction for both baselines
+    assert BEVFormerConstructer.get_bev_features is TransformerOcc.get_bev_features
+    assert BEVFormerConstructer.get_bev_features is BEVFeaturesMixin.get_bev_features
+
+    enc = tiny_cfg()["bev_constructor"]["encoder"]
+    explicit = dict(enc, projection="lidar2img@ego2lidar", image_size="pad_shape")
+    explicit["transformerlayers"] = copy.deepcopy(enc["transformerlayers"])
+    explicit["transformerlayers"]["attn_cfgs"][0]["double_value_proj"] = False
+    kept = openlane_encoder_cfg(explicit)
+    assert (kept["projection"], kept["image_size"]) == ("lidar2img@ego2lidar", "pad_shape")
+    assert kept["transformerlayers"]["attn_cfgs"][0]["double_value_proj"] is False
+    filled = openlane_encoder_cfg(enc)
+    assert filled["transformerlayers"]["attn_cfgs"][0]["double_value_proj"] is True
+    assert "double_value_proj" not in enc["transformerlayers"]["attn_cfgs"][0]  # the caller's dict untouched
+
+    configs = Path(__file__).resolve().parents[3] / "autonomous_driving" / "openlane-v2" / "plugin"
+    for name in ("internimage-s.py", "internimage-s_tiny.py"):
+        cfg = Config.fromfile(str(configs / "mmdet3d" / "configs" / name)).model.bev_constructor.encoder
+        assert (cfg.projection, cfg.image_size) == ("lidar2img", "front_img_shape"), name
+        assert cfg.transformerlayers.attn_cfgs[0].double_value_proj is True, name
 
 
 def test_bev_normalised_by_front_view_shape_only(tiny_model):

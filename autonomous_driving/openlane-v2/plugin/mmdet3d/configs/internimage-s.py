@@ -80,10 +80,16 @@ model = dict(
             pc_range=point_cloud_range,
             num_points_in_pillar=4,
             return_intermediate=False,
+            # the ROAD copy of the encoder (spec §2.4): lidar2img alone, normalised by the
+            # unpadded front-camera img_shape
+            projection='lidar2img',
+            image_size='front_img_shape',
             transformerlayers=dict(
                 type='BEVFormerLayer',
                 attn_cfgs=[
-                    dict(type='TemporalSelfAttention', embed_dims=_dim_, num_levels=1),
+                    # ROAD's TSA applies value_proj twice (spec §2.4)
+                    dict(type='TemporalSelfAttention', embed_dims=_dim_, num_levels=1,
+                         double_value_proj=True),
                     dict(
                         type='SpatialCrossAttention',
                         embed_dims=_dim_,

@@ -30,7 +30,8 @@ model = dict(
             num_points_in_pillar=2,
             transformerlayers=dict(
                 attn_cfgs=[
-                    dict(type='TemporalSelfAttention', embed_dims=_dim_, num_levels=1),
+                    dict(type='TemporalSelfAttention', embed_dims=_dim_, num_levels=1,
+                         double_value_proj=True),
                     dict(
                         type='SpatialCrossAttention',
                         embed_dims=_dim_,
