@@ -17,7 +17,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
-from ops_dcnv3.modules.layers import _ONEDNN_LINEAR
+from ops_dcnv3.modules.layers import linear
 
 CORE_OPS = {"DCNv3": DCNv3, "DCNv3_pytorch": DCNv3_pytorch}
 _NOT_TRACEABLE = (
@@ -55,47 +55,6 @@ class DownsampleLayer(nn.Module):
         return self.norm(self.conv(x.permute(0, 3, 1, 2)))
 
 
-def _fused_cpu_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """The dtype one fused oneDNN linear call runs in for ``x``: float32 on CPU float32
-    inference, bfloat16 under CPU bfloat16 autocast; None where the plain path runs
-    (training, tracing, compiling, other devices and dtypes)."""
-    if not (_ONEDNN_LINEAR and x.device.type == "cpu" and not torch.is_grad_enabled()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
-        return None
-    if torch.is_autocast_enabled("cpu"):
-        bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16
-        return torch.bfloat16 if bf16 and x.dtype in (torch.float32, torch.bfloat16) else None
-    return torch.float32 if x.dtype == torch.float32 else None
-
-
-def fused_linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
-                 residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``layer(x)``, then exact GELU with ``gelu`` or ``residual +`` with ``residual``.
-
-    On CPU inference (float32, or bfloat16 under autocast) this is one oneDNN call with
-    the bias and the GELU or the residual add in the matrix product's epilogue: each
-    separate pass over the block's activations costs a third of the product at level 0,
-    and under autocast the GELU pass and the bias broadcast of addmm come on top."""
-    if gelu and residual is not None:
-        raise ValueError("fused_linear: pass gelu or residual, not both")
-    dtype = _fused_cpu_dtype(x)
-    if dtype is None or (residual is not None and not residual.is_contiguous()):
-        out = F.linear(x, layer.weight, layer.bias)
-        out = F.gelu(out) if gelu else out
-        return out if residual is None else residual + out
-    shape = x.shape
-    flat = x.reshape(-1, shape[-1]).to(dtype)
-    weight = layer.weight.to(dtype)
-    bias = layer.bias.to(dtype) if layer.bias is not None else None
-    if residual is not None:
-        out = torch.ops.mkldnn._linear_pointwise.binary(
-            flat, residual.reshape(-1, residual.shape[-1]).to(dtype), weight, bias, "add")
-    else:
-        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [],
-                                                 "none")
-    return out.view(*shape[:-1], out.shape[-1])
-
-
 class MLPLayer(nn.Module):
     def __init__(self, in_features: int, hidden_features: int | None = None,
                  out_features: int | None = None, act_layer: str = "GELU", drop: float = 0.0):
@@ -110,15 +69,15 @@ class MLPLayer(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """fc2(act(fc1(x))), plus ``residual`` when given (added after the dropout)."""
         if isinstance(self.act, nn.GELU) and self.act.approximate == "none":
-            x = fused_linear(x, self.fc1, gelu=True)
+            x = linear(x, self.fc1, gelu=True)
         else:
             x = self.act(self.fc1(x))
         x = self.drop(x)
         if residual is None:
-            return self.drop(fused_linear(x, self.fc2))
+            return self.drop(linear(x, self.fc2))
         if self.drop.p == 0.0 or not self.training:  # dropout is the identity: fuse the add
-            return fused_linear(x, self.fc2, residual=residual)
-        return residual + self.drop(fused_linear(x, self.fc2))
+            return linear(x, self.fc2, residual=residual)
+        return residual + self.drop(linear(x, self.fc2))
 
 
 class InternImageLayer(nn.Module):

@@ -60,18 +60,44 @@ def _onednn_linear_available() -> bool:
 _ONEDNN_LINEAR = _onednn_linear_available()
 
 
-def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor:
-    """``layer(x)`` (then exact GELU when ``gelu``). On CPU float32 inference it runs one
-    oneDNN call with bias and GELU fused: ATen's addmm first copies the broadcast bias
-    into its output and GELU is another pass over the activations, which together cost
-    more than the matrix product itself on small-channel layers. Training, tracing,
-    export and other devices/dtypes take the plain path."""
-    if (_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()):
-        shape = x.shape
-        out = torch.ops.mkldnn._linear_pointwise(
-            x.reshape(-1, shape[-1]), layer.weight, layer.bias, "gelu" if gelu else "none", [], "none")
-        return out.view(*shape[:-1], out.shape[-1])
-    out = F.linear(x, layer.weight, layer.bias)
-    return F.gelu(out) if gelu else out
+def _fused_cpu_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype one fused oneDNN linear call runs in for ``x``: float32 on CPU float32
+    inference, bfloat16 under CPU bfloat16 autocast; None where the plain path runs
+    (training, tracing, compiling, other devices and dtypes)."""
+    if not (_ONEDNN_LINEAR and x.device.type == "cpu" and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16
+        return torch.bfloat16 if bf16 and x.dtype in (torch.float32, torch.bfloat16) else None
+    return torch.float32 if x.dtype == torch.float32 else None
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer(x)``, then exact GELU with ``gelu`` or ``residual +`` with ``residual``.
+
+    On CPU inference (float32, or bfloat16 under autocast) this is one oneDNN call with the
+    bias and the GELU or the residual add in the matrix product's epilogue: ATen's addmm
+    first copies the broadcast bias into its output, and each separate pass over the
+    activations (GELU, the residual add) costs about a third of the product on the
+    small-channel levels. Training, tracing, export and other devices/dtypes take the plain
+    path (the same values up to rounding)."""
+    if gelu and residual is not None:
+        raise ValueError("linear: pass gelu or residual, not both")
+    dtype = _fused_cpu_dtype(x)
+    if dtype is None or (residual is not None and not residual.is_contiguous()):
+        out = F.linear(x, layer.weight, layer.bias)
+        out = F.gelu(out) if gelu else out
+        return out if residual is None else residual + out
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1]).to(dtype)
+    weight = layer.weight.to(dtype)
+    bias = layer.bias.to(dtype) if layer.bias is not None else None
+    if residual is not None:
+        out = torch.ops.mkldnn._linear_pointwise.binary(
+            flat, residual.reshape(-1, residual.shape[-1]).to(dtype), weight, bias, "add")
+    else:
+        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [],
+                                                 "none")
+    return out.view(*shape[:-1], out.shape[-1])

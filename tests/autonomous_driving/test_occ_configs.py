@@ -91,7 +91,7 @@ def test_intern_s_published_values(intern_s) -> None:
     assert train.dataset.type == "NuSceneOcc" and train.dataset.queue_length == 4 and train.batch_size == 1
     assert train.dataset.ann_file == "data/occ3d-nus/occ_infos_temporal_train.pkl"
     assert test.dataset.ann_file == "data/occ3d-nus/occ_infos_temporal_val.pkl" and test.dataset.test_mode
-    assert test.sampler.shuffle is False  # the temporal state runs through the frames in order
+    assert test.sampler.type == "ContiguousSampler"  # the temporal state runs through the frames in order
     assert cfg.test_evaluator.type == "OccMetric" and cfg.test_evaluator.use_image_mask
     # schedule
     optim = cfg.optim_wrapper

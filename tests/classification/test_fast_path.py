@@ -39,7 +39,7 @@ def test_fast_path_matches_plain_path():
 @pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
 @pytest.mark.parametrize("kind", ["plain", "gelu", "residual"])
 def test_fused_linear_matches_unfused(kind, autocast):
-    from classification.models.intern_image import fused_linear
+    from ops_dcnv3.modules.layers import linear as fused_linear
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(24, 16)
