@@ -55,32 +55,56 @@ class CausalTransformerDecoderLayer(nn.TransformerDecoderLayer):
     def _gain(self, k: int) -> torch.Tensor | float:
         return getattr(self, f"res_weight{k}") if self.re_zero else 1.0
 
-    def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
-        """Cross-attention keys and values of ``memory (S, N, D)``, stacked per head
-        ``(2, N, heads, S, D / heads)`` (contiguous, the layout the attention kernel reads)."""
-        mha = self.multihead_attn
+    @staticmethod
+    def _project_kv(mha: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+        """``mha``'s keys and values of ``x (S, N, E)``, ``(2, N, heads, S, E / heads)``
+        (contiguous, the layout the attention kernel reads)."""
         e, h = mha.embed_dim, mha.num_heads
-        if memory.ndim != 3 or memory.shape[-1] != e:
-            raise ValueError(f"memory: expected (S, N, {e}), got {tuple(memory.shape)}")
-        s, n, _ = memory.shape
+        if x.ndim != 3 or x.shape[-1] != e:
+            raise ValueError(f"memory: expected (S, N, {e}), got {tuple(x.shape)}")
+        s, n, _ = x.shape
         bias = None if mha.in_proj_bias is None else mha.in_proj_bias[e:]
-        kv = F.linear(memory, mha.in_proj_weight[e:], bias)  # (S, N, 2E): [k | v], as torch packs them
+        kv = F.linear(x, mha.in_proj_weight[e:], bias)  # (S, N, 2E): [k | v], as torch packs them
         return kv.view(s, n, 2, h, e // h).permute(2, 1, 3, 0, 4).contiguous()
 
-    def _cross_attend(self, query: torch.Tensor, memory_kv: torch.Tensor) -> torch.Tensor:
-        """``multihead_attn(query, memory, memory)`` (sequence-first, no mask, no weights)
-        from ``memory_kv = project_memory(memory)``: torch's own steps after the k/v
-        in-projection."""
-        mha = self.multihead_attn
+    def _attend(self, mha: nn.MultiheadAttention, query: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """``mha(query, x, x)`` (sequence-first, no mask, no weights) from ``kv =
+        _project_kv(mha, x)``: torch's own steps after the k/v in-projection."""
         e, h = mha.embed_dim, mha.num_heads
         t, n, _ = query.shape
         bias = None if mha.in_proj_bias is None else mha.in_proj_bias[:e]
         q = F.linear(query, mha.in_proj_weight[:e], bias)
         q = q.view(t, n * h, e // h).transpose(0, 1).view(n, h, t, e // h)
         drop = mha.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, memory_kv[0], memory_kv[1], None, drop, False)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], None, drop, False)
         out = out.permute(2, 0, 1, 3).reshape(n * t, e)
         return F.linear(out, mha.out_proj.weight, mha.out_proj.bias).view(t, n, e)
+
+    def project_memory(self, memory: torch.Tensor) -> torch.Tensor:
+        """Cross-attention keys and values of ``memory (S, N, D)``, ``(2, N, heads, S, D / heads)``."""
+        return self._project_kv(self.multihead_attn, memory)
+
+    def project_self(self, tgt: torch.Tensor) -> torch.Tensor:
+        """Self-attention keys and values of ``norm1(tgt)``, ``(2, N, heads, T, D / heads)``."""
+        return self._project_kv(self.self_attn, self.norm1(tgt))
+
+    def step(
+        self, new: torch.Tensor, self_kv: torch.Tensor, memory_kv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward(cat(prev, new), memory, only_last=True)`` for one new position ``new
+        (1, N, D)`` from ``self_kv = project_self(prev)`` (unmasked, as in sampling): returns
+        the output ``(1, N, D)`` and ``project_self(cat(prev, new))``."""
+        if new.ndim != 3 or new.shape[0] != 1 or self_kv.ndim != 5 or self_kv.shape[1] != new.shape[1]:
+            raise ValueError(
+                f"new (1, N, D) and self_kv (2, N, heads, T, D / heads) expected, got "
+                f"{tuple(new.shape)}, {tuple(self_kv.shape)}"
+            )
+        q = self.norm1(new)
+        self_kv = torch.cat([self_kv, self._project_kv(self.self_attn, q)], 3)
+        x = new + self._gain(1) * self.dropout1(self._attend(self.self_attn, q, self_kv))
+        x = x + self._gain(2) * self.dropout2(self._attend(self.multihead_attn, self.norm2(x), memory_kv))
+        ff = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(x)))))
+        return x + self._gain(3) * self.dropout3(ff), self_kv
 
     def forward(
         self,
@@ -113,7 +137,7 @@ class CausalTransformerDecoderLayer(nn.TransformerDecoderLayer):
         if memory_kv is None:
             ca = self.multihead_attn(self.norm2(x), memory, memory, need_weights=False)[0]
         else:
-            ca = self._cross_attend(self.norm2(x), memory_kv)
+            ca = self._attend(self.multihead_attn, self.norm2(x), memory_kv)
         x = x + self._gain(2) * self.dropout2(ca)
         ff = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(x)))))
         return x + self._gain(3) * self.dropout3(ff)
@@ -134,6 +158,12 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
 
     ``memory_kv`` (``project_memory(memory)``: one layer's keys/values per layer) replaces
     ``memory``: the sampler projects the memory once instead of at every step.
+
+    ``self_kv`` (a list the caller keeps across steps, with ``memory_kv``, unmasked): the
+    self-attention keys/values of layers ``k > 0``, whose earlier inputs (``cache[k-1]``)
+    never change; the first pass fills it, later ones extend it by the new position, so
+    each step projects one position there instead of all. Entry 0 stays ``None``: layer
+    0's input is re-given whole each step (the re-drawn history of the published sampler).
     """
 
     def __init__(self, decoder_layer: CausalTransformerDecoderLayer, num_layers: int) -> None:
@@ -155,7 +185,10 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
         cache: torch.Tensor | None = None,
         tgt_mask: torch.Tensor | None = None,
         memory_kv: Sequence[torch.Tensor] | None = None,
+        self_kv: list[torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self_kv is not None and (memory_kv is None or tgt_mask is not None or self.training):
+            raise ValueError("self_kv: only for unmasked eval steps with memory_kv")
         if memory_kv is not None and len(memory_kv) != self.num_layers:
             raise ValueError(
                 f"memory_kv: expected {self.num_layers} layers' keys/values, got {len(memory_kv)}"
@@ -166,15 +199,22 @@ class CausalTransformerDecoder(nn.TransformerDecoder):
             for layer, kv in zip(self.layers, kvs):
                 x = layer(x, memory, tgt_mask=tgt_mask, memory_kv=kv)
                 outs.append(x)
+            if self_kv is not None:
+                self_kv[:] = [None] + [layer.project_self(o) for layer, o in zip(self.layers[1:], outs)]
             return x, (None if self.training else torch.stack(outs))
         if cache.shape[0] != self.num_layers or cache.shape[1] + 1 != tgt.shape[0]:
             raise ValueError(
                 f"cache: expected ({self.num_layers}, T - 1 = {tgt.shape[0] - 1}, N, D), "
                 f"got {tuple(cache.shape)}"
             )
+        if self_kv is not None and len(self_kv) != self.num_layers:
+            raise ValueError(f"self_kv: expected {self.num_layers} entries, got {len(self_kv)}")
         x, new_cache = tgt, []
         for k, (layer, kv) in enumerate(zip(self.layers, kvs)):
-            new = layer(x, memory, tgt_mask=tgt_mask, only_last=True, memory_kv=kv)
+            if self_kv is None or k == 0:
+                new = layer(x, memory, tgt_mask=tgt_mask, only_last=True, memory_kv=kv)
+            else:
+                new, self_kv[k] = layer.step(new, self_kv[k], kv)
             x = torch.cat([cache[k], new], 0)
             new_cache.append(x)
         return x, torch.stack(new_cache)

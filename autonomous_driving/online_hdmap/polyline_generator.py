@@ -244,11 +244,12 @@ class PolylineGenerator(nn.Module):
         remain = torch.arange(n, device=dev)
         # The memory is fixed during sampling: its cross-attention keys/values once, not per step.
         memory_kv = self.decoder.project_memory(memory)
+        self_kv: list[torch.Tensor | None] = []  # layers > 0: keys/values of their fixed inputs
         cache = None
         step = 0
         for step in range(seq_len):
             x = torch.cat([condition, self._embed_inputs(samples)], 1).transpose(0, 1)
-            out, cache = self.decoder(x, None, cache=cache, memory_kv=memory_kv)
+            out, cache = self.decoder(x, None, cache=cache, memory_kv=memory_kv, self_kv=self_kv)
             logits = self._logits(out) / temperature
             logits = top_p_logits(top_k_logits(logits, top_k), top_p)
             drawn = sample_logits(logits, generator)  # (n, step + 1)
@@ -261,4 +262,5 @@ class PolylineGenerator(nn.Module):
                 remain, samples = remain[keep], samples[keep]
                 condition, cache = condition[keep], cache[:, :, keep]
                 memory_kv = [kv[:, keep] for kv in memory_kv]
+                self_kv = [None if kv is None else kv[:, keep] for kv in self_kv]
         return finish_samples(decoded[:, : step + 1], seq_len)

@@ -1,7 +1,7 @@
 """The generator's sampler projects the BEV memory's cross-attention keys/values once per
-inference (per decoder layer) instead of at every step: the same numbers as
-``nn.MultiheadAttention`` on the memory, the same draws as the uncached sampler, and the
-same lines for a seed as recorded before the change."""
+inference (per decoder layer) instead of at every step, and the self-attention keys/values
+of layers > 0 once per position: the same numbers as ``nn.MultiheadAttention``, the same
+draws as the uncached sampler, and the same lines for a seed as recorded before the change."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_projected_memory_equals_multihead_attention(dtype: torch.dtype) -> None
     kv = layer.project_memory(mem)
     assert kv.shape == (2, 2, H, 11, D // H) and kv.is_contiguous()
     ref = layer.multihead_attn(q, mem, mem, need_weights=False)[0]
-    torch.testing.assert_close(layer._cross_attend(q, kv), ref, **TOL[dtype])
+    torch.testing.assert_close(layer._attend(layer.multihead_attn, q, kv), ref, **TOL[dtype])
     tgt = torch.randn(7, 2, D, dtype=dtype)
     for only_last in (False, True):
         torch.testing.assert_close(
@@ -159,6 +159,48 @@ def test_cached_decoder_with_projected_memory(dtype: torch.dtype) -> None:
         dec(tgt[:5], None)
     with pytest.raises(ValueError, match="memory: expected \\(S, N, 32\\)"):
         dec.project_memory(mem[..., :16])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_layer_step_with_self_kv_equals_only_last(dtype: torch.dtype) -> None:
+    torch.manual_seed(3)
+    layer = CausalTransformerDecoderLayer(D, H, dim_feedforward=FF).to(dtype).eval()
+    with torch.no_grad():
+        for k in (1, 2, 3):
+            getattr(layer, f"res_weight{k}").fill_(0.9)
+    tgt, mem = torch.randn(8, 2, D, dtype=dtype), torch.randn(6, 2, D, dtype=dtype)
+    self_kv = layer.project_self(tgt[:5])
+    for t in range(6, 9):
+        out, self_kv = layer.step(tgt[t - 1 : t], self_kv, layer.project_memory(mem))
+        torch.testing.assert_close(out, layer(tgt[:t], mem, only_last=True), **TOL[dtype])
+        torch.testing.assert_close(self_kv, layer.project_self(tgt[:t]), **TOL[dtype])
+    with pytest.raises(ValueError, match="new \\(1, N, D\\) and self_kv"):
+        layer.step(tgt[:2], self_kv, layer.project_memory(mem))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_decoder_self_kv_equals_full_recomputation(dtype: torch.dtype) -> None:
+    torch.manual_seed(4)
+    dec = CausalTransformerDecoder(CausalTransformerDecoderLayer(D, H, dim_feedforward=FF), 3)
+    dec = dec.to(dtype).eval()
+    with torch.no_grad():
+        for name, p in dec.named_parameters():
+            if "res_weight" in name:
+                p.uniform_(0.5, 1.5)
+    tgt, mem = torch.randn(10, 3, D, dtype=dtype), torch.randn(8, 3, D, dtype=dtype)
+    kv, self_kv = dec.project_memory(mem), []
+    a, cache_a = dec(tgt[:5], mem)
+    b, cache_b = dec(tgt[:5], None, memory_kv=kv, self_kv=self_kv)
+    assert self_kv[0] is None and [e.shape for e in self_kv[1:]] == [(2, 3, H, 5, D // H)] * 2
+    for t in range(6, 10):
+        new_tgt = tgt[:t] + 0.1 * t  # layer 0's whole input may change each step (re-drawn history)
+        a, cache_a = dec(new_tgt, mem, cache=cache_a)
+        b, cache_b = dec(new_tgt, None, cache=cache_b, memory_kv=kv, self_kv=self_kv)
+        torch.testing.assert_close(b, a, **TOL[dtype])
+    with pytest.raises(ValueError, match="self_kv: only for unmasked eval steps with memory_kv"):
+        dec(tgt[:5], mem, self_kv=[])
+    with pytest.raises(ValueError, match="self_kv: expected 3 entries"):
+        dec(tgt[: t + 1], None, cache=cache_b, memory_kv=kv, self_kv=self_kv[:2])
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -209,8 +251,20 @@ def test_memory_projected_once_per_inference(monkeypatch: pytest.MonkeyPatch) ->
         raise AssertionError("the sampler must not re-project the memory through multihead_attn")
 
     monkeypatch.setattr(CausalTransformerDecoderLayer, "project_memory", counting)
-    for layer in gen.decoder.layers:
+    self_attn_calls = [0] * 3
+    for k, layer in enumerate(gen.decoder.layers):
         monkeypatch.setattr(layer.multihead_attn, "forward", forbidden)
+        original_sa = layer.self_attn.forward
+
+        def counting_sa(*args: object, k: int = k, f: object = original_sa, **kwargs: object) -> object:
+            self_attn_calls[k] += 1
+            return f(*args, **kwargs)
+
+        monkeypatch.setattr(layer.self_attn, "forward", counting_sa)
     out = gen.inference(batch, ctx, max_sample_length=8, generator=torch.Generator().manual_seed(2))
-    assert out["polyline_masks"].shape[1] > 2  # several steps ran
+    steps = out["polyline_masks"].shape[1]
+    assert steps > 2  # several steps ran
     assert calls == [torch.Size([24, 5, D])] * 3  # once per layer, all 5 lines
+    # Layer 0 attends over its re-embedded input every step; layers > 0 through nn's
+    # self-attention only in the first pass (then one new key/value per step).
+    assert self_attn_calls == [steps, 1, 1]
