@@ -173,11 +173,13 @@ class PolylineGenerator(nn.Module):
             self.vertex_embed(seq.long()) + self.coord_embed(t % 2)[None] + self.pos_embeddings(t // 2)[None]
         )
 
-    def _logits(self, out: torch.Tensor) -> torch.Tensor:
+    def _logits(self, out: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Decoder output ``(T, N, D)`` -> y-masked logits of the positions from the last
-        condition token on, ``(N, T - 4, vocab)``."""
-        out = out[self.condition_len - 1 :].transpose(0, 1)
-        return mask_y_logits(self._project_to_logits(out), tuple(self.canvas_size.tolist()))
+        condition token on, ``(N, T - 4, vocab)``; ``last_only``: of the last one only,
+        ``(N, 1, vocab)``."""
+        first = out.shape[0] - 1 if last_only else self.condition_len - 1
+        logits = self._project_to_logits(out[first:].transpose(0, 1))
+        return mask_y_logits(logits, tuple(self.canvas_size.tolist()), start=first - self.condition_len + 1)
 
     # ----------------------------------------------------------------- training
     def forward(self, batch: Mapping[str, torch.Tensor], context: Mapping[str, Any]) -> torch.Tensor:
@@ -220,6 +222,9 @@ class PolylineGenerator(nn.Module):
         step and the re-drawn history is the next step's input (it feeds layer 0's
         self-attention); only the last draw is recorded. ``False`` keeps the recorded history
         (not published). Rows stop at their first 0 token; the loop ends when every row has.
+        Work that does not change between steps is done once, with the same numbers and
+        draws: the memory's cross-attention keys/values, the self-attention keys/values of
+        layers > 0, and the filtered logits of the earlier positions (re-drawn each step).
 
         ``generator`` makes the draws reproducible and independent of the global RNG
         (``None``: the global RNG, as published). Returns ``finish_samples``' dict:
@@ -245,21 +250,25 @@ class PolylineGenerator(nn.Module):
         # The memory is fixed during sampling: its cross-attention keys/values once, not per step.
         memory_kv = self.decoder.project_memory(memory)
         self_kv: list[torch.Tensor | None] = []  # layers > 0: keys/values of their fixed inputs
+        filtered = condition.new_zeros(n, 0, self.vocab_size)  # top-p'd logits of the drawn positions
         cache = None
         step = 0
         for step in range(seq_len):
             x = torch.cat([condition, self._embed_inputs(samples)], 1).transpose(0, 1)
             out, cache = self.decoder(x, None, cache=cache, memory_kv=memory_kv, self_kv=self_kv)
-            logits = self._logits(out) / temperature
-            logits = top_p_logits(top_k_logits(logits, top_k), top_p)
-            drawn = sample_logits(logits, generator)  # (n, step + 1)
+            # Earlier positions' outputs are the cache's, unchanged: their filtered logits
+            # too, so only the new position's are computed; all positions are still drawn.
+            new = self._logits(out, last_only=step > 0) / temperature
+            new = top_p_logits(top_k_logits(new, top_k), top_p)
+            filtered = torch.cat([filtered, new], 1)
+            drawn = sample_logits(filtered, generator)  # (n, step + 1)
             samples = drawn if resample_history else torch.cat([samples, drawn[:, -1:]], 1)
             decoded[remain, step] = drawn[:, -1]
             if not (decoded[:, : step + 1] != 0).all(1).any():
                 break
             keep = drawn[:, -1] != 0
             if not keep.all():  # drop the stopped rows (copying the caches only then)
-                remain, samples = remain[keep], samples[keep]
+                remain, samples, filtered = remain[keep], samples[keep], filtered[keep]
                 condition, cache = condition[keep], cache[:, :, keep]
                 memory_kv = [kv[:, keep] for kv in memory_kv]
                 self_kv = [None if kv is None else kv[:, keep] for kv in self_kv]
