@@ -12,7 +12,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
@@ -78,9 +77,8 @@ using LaneInt = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
 // partial: its inputs are staged zero-padded, its outputs land in the padding.
 template <bool kForward, int L, typename scalar_t, typename acc_t>
 DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scalar_t* __restrict offset,
-                                  const scalar_t* __restrict mask, int64_t mask_stride,
-                                  const TapTable<acc_t>& taps, int first, int count,
-                                  Samples<acc_t>& s) {
+                                  const scalar_t* __restrict mask, const TapTable<acc_t>& taps,
+                                  int first, int count, Samples<acc_t>& s) {
   using VF = Vec<acc_t, L>;
   using VI = Vec<LaneInt<acc_t>, L>;
   const acc_t cx = acc_t(centre_x(g, ox)), cy = acc_t(centre_y(g, oy));
@@ -94,24 +92,22 @@ DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scala
   scalar_t staged_offset[2 * L], staged_mask[L];
   for (int e = 0; e < count; e += L) {
     const scalar_t* off = offset + 2 * e;
-    const scalar_t* msk = kForward ? mask + e * mask_stride : nullptr;
-    int64_t msk_stride = mask_stride;
+    const scalar_t* msk = kForward ? mask + e : nullptr;
     if (e + L > count) {
       for (int l = 0; l < L; ++l) {
         const bool live = e + l < count;
         staged_offset[2 * l] = live ? off[2 * l] : scalar_t(0);
         staged_offset[2 * l + 1] = live ? off[2 * l + 1] : scalar_t(0);
-        if constexpr (kForward) staged_mask[l] = live ? msk[l * mask_stride] : scalar_t(0);
+        if constexpr (kForward) staged_mask[l] = live ? msk[l] : scalar_t(0);
       }
       off = staged_offset;
       msk = staged_mask;
-      msk_stride = 1;
     }
     VF dx, dy, m;
     for (int l = 0; l < L; ++l) {
       dx[l] = static_cast<acc_t>(off[2 * l]);
       dy[l] = static_cast<acc_t>(off[2 * l + 1]);
-      m[l] = kForward ? static_cast<acc_t>(msk[l * msk_stride]) : acc_t(1);
+      m[l] = kForward ? static_cast<acc_t>(msk[l]) : acc_t(1);
     }
     const VF x = cx + (load<L, acc_t>(base_x + e) + dx) * scale;
     const VF y = cy + (load<L, acc_t>(base_y + e) + dy) * scale;
@@ -170,7 +166,6 @@ struct ForwardArgs {
   Geometry g;
   int64_t pixels;  // Ho * Wo
   const TapTable<at::opmath_type<scalar_t>>* taps;
-  int64_t mask_pixel_stride, mask_entry_stride;  // see forward_mask
 };
 
 // out[c0:c0+N] = sum over the 4 corners k and P points of weight * image[element + c0:].
@@ -211,9 +206,8 @@ DCNV3_INLINE void forward_range(const ForwardArgs<scalar_t>& a, int64_t begin, i
     const int oy = static_cast<int>((index % a.pixels) / g.out_width);
     const int ox = static_cast<int>(index % g.out_width);
     const scalar_t* image = a.input + n * image_stride;
-    compute_samples<true, kWide<acc_t, kBytes>>(
-        g, oy, ox, a.offset + index * entries * 2, a.mask + index * a.mask_pixel_stride,
-        a.mask_entry_stride, *a.taps, 0, entries, samples);
+    compute_samples<true, kWide<acc_t, kBytes>>(g, oy, ox, a.offset + index * entries * 2, a.mask + index * entries,
+                          *a.taps, 0, entries, samples);
     for (int grp = 0; grp < g.group; ++grp) {
       const int32_t* element = samples.element.data() + grp * P;
       const acc_t* weight = samples.weight.data() + grp * P;
@@ -295,9 +289,8 @@ DCNV3_INLINE void backward_range(
       const int oy = static_cast<int>(pix / g.out_width);
       const int ox = static_cast<int>(pix % g.out_width);
       const int64_t slot_base = index * g.group * P;  // entry (grp, p) -> slot_base + grp*P + p
-      compute_samples<false, kWide<acc_t, kBytes>>(
-          g, oy, ox, a.offset + (slot_base + g_begin * P) * 2, a.mask, 1, *a.taps, g_begin * P,
-          (g_end - g_begin) * P, scratch.samples);
+      compute_samples<false, kWide<acc_t, kBytes>>(g, oy, ox, a.offset + (slot_base + g_begin * P) * 2, a.mask,
+                             *a.taps, g_begin * P, (g_end - g_begin) * P, scratch.samples);
       for (int grp = g_begin; grp < g_end; ++grp) {
         const scalar_t* image_g = a.input + n * image_stride + grp * gc;
         acc_t* grad_image_g = a.grad_input + n * image_stride + grp * gc;
@@ -434,33 +427,6 @@ int groups_per_task(const Geometry& g, int64_t batch) {
 }
 
 // ---------------------------------------------------------------- ATen entry points
-// The forward's mask and its (pixel, entry) strides. DCNv3 computes the mask softmax over
-// a transposed (G*P, pixels) layout (ops_dcnv3/modules/dcnv3.py), so the (N, H, W, G*P)
-// mask it passes is a view with pixel stride 1; reading it through its strides saves a
-// copy of the whole mask per call. Any mask whose N, H, W dimensions collapse into one
-// pixel stride is read in place; others are made contiguous.
-struct ForwardMask {
-  at::Tensor tensor;
-  int64_t pixel_stride, entry_stride;
-};
-
-ForwardMask forward_mask(const at::Tensor& mask) {
-  if (!mask.is_contiguous()) {
-    // Walk W, H, N outwards; a dimension of size 1 never constrains the stride.
-    int64_t pixel_stride = 0, span = 1;  // span: pixels covered so far
-    bool collapses = true;
-    for (int d = 2; d >= 0 && collapses; --d) {
-      if (mask.size(d) == 1) continue;
-      if (pixel_stride == 0) pixel_stride = mask.stride(d);
-      collapses = mask.stride(d) == pixel_stride * span;
-      span *= mask.size(d);
-    }
-    if (collapses) return {mask, pixel_stride, mask.stride(3)};
-  }
-  at::Tensor contiguous = mask.contiguous();
-  return {contiguous, contiguous.size(3), 1};
-}
-
 at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset,
                              const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS) {
   if (input.scalar_type() == at::kHalf) {  // no fast half path on CPU: go through float
@@ -468,23 +434,17 @@ at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset,
                              DCNV3_GEOMETRY_ARGS)
         .to(at::kHalf);
   }
-  // prepare_forward's checks, with the mask read through its strides (forward_mask).
-  const Geometry geometry = make_geometry(input, offset, mask, DCNV3_GEOMETRY_ARGS);
-  const at::Tensor input_c = input.contiguous(), offset_c = offset.contiguous();
-  const ForwardMask mask_in = forward_mask(mask);
-  at::Tensor output = at::empty({input.size(0), geometry.out_height, geometry.out_width,
-                                 geometry.channels}, input_c.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, input_c.scalar_type(), "dcnv3_forward_cpu", [&] {
-    const TapTable<at::opmath_type<scalar_t>> taps(geometry);
-    const ForwardArgs<scalar_t> args{input_c.const_data_ptr<scalar_t>(),
-                                     offset_c.const_data_ptr<scalar_t>(),
-                                     mask_in.tensor.const_data_ptr<scalar_t>(),
-                                     output.mutable_data_ptr<scalar_t>(), geometry,
-                                     int64_t(geometry.out_height) * geometry.out_width, &taps,
-                                     mask_in.pixel_stride, mask_in.entry_stride};
-    run_forward(args, input.size(0) * args.pixels);
+  ForwardCall call = prepare_forward(input, offset, mask, DCNV3_GEOMETRY_ARGS);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, call.input.scalar_type(), "dcnv3_forward_cpu", [&] {
+    const TapTable<at::opmath_type<scalar_t>> taps(call.g);
+    const ForwardArgs<scalar_t> args{call.input.const_data_ptr<scalar_t>(),
+                                     call.offset.const_data_ptr<scalar_t>(),
+                                     call.mask.const_data_ptr<scalar_t>(),
+                                     call.output.mutable_data_ptr<scalar_t>(), call.g,
+                                     int64_t(call.g.out_height) * call.g.out_width, &taps};
+    run_forward(args, call.batch * args.pixels);
   });
-  return output;
+  return call.output;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
