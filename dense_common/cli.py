@@ -115,6 +115,15 @@ def apply_train_flags(cfg: Config, args: argparse.Namespace) -> None:
     if args.no_validate:
         disable_validation(cfg)
     apply_randomness(cfg, seed=args.seed, diff_seed=args.diff_seed, deterministic=args.deterministic)
+    per_run_visualizer(cfg)
+
+
+def per_run_visualizer(cfg: Config) -> None:
+    """The mmdet/mmseg runtimes name the visualizer ``'visualizer'``, a process-wide
+    singleton: a second run in the same process (a notebook, a test session) would log its
+    scalars into the first run's work dir. Without the name mmengine names it per run."""
+    if isinstance(cfg.get("visualizer"), dict) and cfg.visualizer.get("name") == "visualizer":
+        cfg.visualizer.pop("name")
 
 
 def apply_randomness(cfg: Config, *, seed: int | None, diff_seed: bool, deterministic: bool) -> None:

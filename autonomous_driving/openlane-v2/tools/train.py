@@ -23,58 +23,20 @@ import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time
 # isort: split
 
 import argparse
-import os.path as osp
-
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import autonomous_driving.openlane_v2.registration  # noqa: F401 - registrations, safe checkpoint loader
-from classification.models.checkpoint import parse_args_with_trust
-from dense_common.cli import add_published_train_flags, fail, select_gpu, set_local_rank
-from dense_common.cpu_training import adapt_to_cpu
-from detection.train import build_cfg as build_train_cfg
+from autonomous_driving import train_cli
+
+build_cfg = train_cli.build_cfg
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train ROAD_BEVFormer on OpenLane-V2 (mmengine).")
-    parser.add_argument("config", help="config file, e.g. plugin/mmdet3d/configs/internimage-s.py")
-    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: see above)")
-    parser.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
-                        help="resume from CKPT, or from the newest checkpoint of the work dir when no path")
-    parser.add_argument("--amp", action="store_true", help="mixed-precision training (AmpOptimWrapper)")
-    parser.add_argument("--auto-scale-lr", "--autoscale-lr", dest="auto_scale_lr", action="store_true",
-                        help="scale the lr by the total batch size over auto_scale_lr.base_batch_size")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                        help="override config entries, e.g. train_cfg.max_epochs=1")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
-    add_published_train_flags(parser, "mmdet3d")
-    parser.add_argument("--gpus", type=int, help="published: GPUs of a non-distributed run (one is used)")
-    return parse_args_with_trust(parser, argv)  # adds --trust-checkpoint
-
-
-def build_cfg(args: argparse.Namespace) -> Config:
-    """The run's config: the detection tree's flag handling (``detection/train.py``)."""
-    if args.gpus is not None:
-        if args.gpus < 1:
-            raise fail(f"--gpus must be >= 1, got {args.gpus}")
-        if args.gpus > 1:
-            print(f"--gpus {args.gpus}: a non-distributed run uses one GPU; for {args.gpus} use "
-                  f"tools/dist_train.sh CONFIG {args.gpus}")
-    return build_train_cfg(args)
+    return train_cli.parse_args(argv, model="ROAD_BEVFormer on OpenLane-V2", published="mmdet3d",
+                                example_config="plugin/mmdet3d/configs/internimage-s.py")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    set_local_rank(args.local_rank)
-    select_gpu(args.gpu_id, args.gpu_ids)
-    cfg = build_cfg(args)
-    for note in adapt_to_cpu(cfg, args.launcher):  # gloo / bf16 autocast where there is no GPU
-        print(note, flush=True)
-    runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
-    runner.train()
-    print(f"work dir: {osp.abspath(cfg.work_dir)}")
+    train_cli.main(parse_args(argv))
 
 
 if __name__ == "__main__":
