@@ -15,10 +15,15 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _restore_environment():
+def _environment_restored():
     saved = dict(os.environ)
     yield
     if dict(os.environ) != saved:
         os.environ.clear()
         os.environ.update(saved)
+
+
+# one per scope: a module-scoped fixture (a training run shared by a file's tests) is set up
+# inside the module-scoped restore, a test inside the function-scoped one
+_restore_environment_per_module = pytest.fixture(scope="module", autouse=True)(_environment_restored)
+_restore_environment_per_test = pytest.fixture(autouse=True)(_environment_restored)
