@@ -24,22 +24,14 @@ import argparse
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import autonomous_driving.online_hdmap.registration  # noqa: F401 - registrations, safe checkpoint loader
+from autonomous_driving.test_cli import apply_run_flags, load_test_config, run_test
 from classification.models.checkpoint import parse_args_with_trust
 from dense_common import hooks as _hooks  # noqa: F401 - FuseConvBNHook
 from dense_common.cli import (
-    add_custom_hook,
-    apply_randomness,
-    check_checkpoint,
-    default_work_dir,
     fail,
-    load_config,
-    set_local_rank,
 )
-from dense_common.cpu_training import adapt_to_cpu
 
 EVAL_NAMES = ("chamfer",)  # the challenge metric (the published evaluator's default)
 
@@ -80,11 +72,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
     unknown = [m for m in args.eval or [] if m not in EVAL_NAMES]
     if unknown:
         raise fail(f"--eval {' '.join(unknown)}: the only metric is {EVAL_NAMES[0]!r} (Chamfer AP)")
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
-    cfg.load_from = check_checkpoint(args.checkpoint)
-    cfg.resume = False
+    cfg = load_test_config(args)
     if args.split == "val":
         for key in ("val_dataloader", "val_evaluator"):
             if not cfg.get(key):
@@ -99,27 +87,15 @@ def build_cfg(args: argparse.Namespace) -> Config:
     if evaluator.get("type") != "VectorMapMetric":
         raise fail(f"the test evaluator must be VectorMapMetric, the config has {evaluator.get('type')!r}")
     evaluator.update(format_only=args.format_only, out_dir=osp.abspath(cfg.work_dir))
-    if args.gpu_collect:
-        evaluator["collect_device"] = "gpu"
-    if args.tmpdir:
-        evaluator["collect_dir"] = args.tmpdir
     cfg.test_evaluator = evaluator
-    if args.fuse_conv_bn:
-        add_custom_hook(cfg, dict(type="FuseConvBNHook"))
-    apply_randomness(cfg, seed=args.seed, diff_seed=False, deterministic=args.deterministic)
+    apply_run_flags(cfg, args, {})
     if args.seed is not None:
         cfg.model.sampling_seed = args.seed  # reproducible top-p samples
     return cfg
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    set_local_rank(args.local_rank)
-    cfg = build_cfg(args)
-    for note in adapt_to_cpu(cfg, args.launcher):  # gloo where there is no GPU
-        print(note, flush=True)
-    runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
-    metrics = runner.test()
+    cfg, metrics = run_test(parse_args(argv), build_cfg)
     print(f"submission: {osp.join(osp.abspath(cfg.work_dir), 'submission_vector.json')}")
     return metrics
 

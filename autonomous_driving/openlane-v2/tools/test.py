@@ -24,24 +24,15 @@ import dense_common.quiet  # noqa: F401 - first: filters the stack's import-time
 import argparse
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import autonomous_driving.openlane_v2.registration  # noqa: F401 - registrations, safe checkpoint loader
+from autonomous_driving.test_cli import apply_run_flags, load_test_config, run_test
 from classification.models.checkpoint import parse_args_with_trust
 from dense_common import hooks as _hooks  # noqa: F401 - FuseConvBNHook
 from dense_common.cli import (
-    add_custom_hook,
-    apply_eval_options,
-    apply_randomness,
-    check_checkpoint,
-    default_work_dir,
     fail,
-    load_config,
     one_of,
-    set_local_rank,
 )
-from dense_common.cpu_training import adapt_to_cpu
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,31 +69,13 @@ def build_cfg(args: argparse.Namespace) -> Config:
             raise fail(f"{flag} is not supported: --eval-options dump=True dump_dir=DIR writes the "
                        "submission pickle DIR/result.pkl (the published way for OpenLane-V2)")
     eval_options = dict(one_of(args.eval_options, args.options, "--eval-options", "--options") or {})
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
-    cfg.load_from = check_checkpoint(args.checkpoint)
-    cfg.resume = False
-    if args.gpu_collect:
-        eval_options["collect_device"] = "gpu"
-    if args.tmpdir:
-        eval_options["collect_dir"] = args.tmpdir
-    if eval_options:
-        apply_eval_options(cfg, eval_options, scope="mmdet", renames={})
-    if args.fuse_conv_bn:
-        add_custom_hook(cfg, dict(type="FuseConvBNHook"))
-    apply_randomness(cfg, seed=args.seed, diff_seed=False, deterministic=args.deterministic)
+    cfg = load_test_config(args)
+    apply_run_flags(cfg, args, eval_options)
     return cfg
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    set_local_rank(args.local_rank)
-    cfg = build_cfg(args)
-    for note in adapt_to_cpu(cfg, args.launcher):  # gloo where there is no GPU
-        print(note, flush=True)
-    runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
-    return runner.test()
+    return run_test(parse_args(argv), build_cfg)[1]
 
 
 if __name__ == "__main__":
