@@ -1,10 +1,18 @@
 """ONNX Runtime support for DCNv3 exports.
 
-A plugin-form export (``mmdeploy::TRTDCNv3`` nodes, see :mod:`ops_dcnv3.export`) runs in
-plain onnxruntime on CPU through an onnxruntime-extensions Python custom op that calls
-our compiled CPU kernel (``torch.ops.ops_dcnv3.dcnv3``). onnxruntime-extensions serves
-Python ops only in its own domain (``ai.onnx.contrib``), so :func:`make_session` moves
-the nodes there in an in-memory copy of the model; the file itself is not changed.
+A plugin-form export (``mmdeploy::TRTDCNv3`` nodes, see :mod:`ops_dcnv3.export`) is for
+TensorRT; onnxruntime has no such kernel. :func:`make_session` therefore lowers each
+node, in an in-memory copy of the model (the file is not changed), to the standard
+``DeformConv`` form of the portable export (:mod:`ops_dcnv3.onnx_deform`), converting the
+model to opset 19 first where it is older (onnx's version converter). The session is
+then a plain one and runs as fast as the portable file.
+
+Where the conversion is impossible (an operator the converter cannot move to opset 19),
+the nodes are served instead by an onnxruntime-extensions Python custom op calling our
+compiled CPU kernel (``torch.ops.ops_dcnv3.dcnv3``): correct, but each call pays the
+extension's Python round trip (outputs travel as Python lists: about 10 ms per
+InternImage-T call), several times slower. onnxruntime-extensions serves Python ops only
+in its own domain (``ai.onnx.contrib``), so the nodes are moved there.
 
 A portable-form export needs none of this: :func:`make_session` then just opens a
 normal session."""
@@ -12,6 +20,7 @@ normal session."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,14 +81,65 @@ def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == PLUGIN_OP and n.domain == PLUGIN_DOMAIN]
 
 
+def _attrs_of(node: onnx.NodeProto):
+    from .onnx_deform import DCNv3Attrs
+
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    missing = [name for name in (*INT_ATTRS, "offset_scale") if name not in values and name != "im2col_step"]
+    if missing:
+        raise ValueError(f"TRTDCNv3 node {node.name!r} lacks attributes {missing}")
+    return DCNv3Attrs(*(int(values[k]) for k in INT_ATTRS[:10]), float(values["offset_scale"]),
+                      bool(values.get("remove_center", 0)))
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def lower_plugin_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with every mmdeploy::TRTDCNv3 node replaced by its standard
+    DeformConv form (converted to opset 19 first where older). Raises ValueError where
+    the version converter cannot convert the model."""
+    from onnx import version_converter
+
+    from .export import DEFORM_CONV_MIN_OPSET
+    from .onnx_deform import OnnxBuilder, emit_deform_conv
+
+    if default_opset(model) < DEFORM_CONV_MIN_OPSET:
+        try:
+            model = version_converter.convert_version(model, DEFORM_CONV_MIN_OPSET)
+        except Exception as error:  # the converter raises its own RuntimeError/ValidationError
+            raise ValueError(f"cannot convert the model from opset {default_opset(model)} to "
+                             f"{DEFORM_CONV_MIN_OPSET}: {error}") from error
+    else:
+        model = onnx.ModelProto.FromString(model.SerializeToString())  # leave the caller's copy alone
+    nodes = []
+    for index, node in enumerate(model.graph.node):
+        if not (node.op_type == PLUGIN_OP and node.domain == PLUGIN_DOMAIN):
+            nodes.append(node)
+            continue
+        builder = OnnxBuilder(f"{node.name or PLUGIN_OP}_{index}/deform_conv")
+        emit_deform_conv(builder, *node.input, _attrs_of(node))
+        builder.nodes[-1].output[0] = node.output[0]
+        nodes.extend(builder.nodes)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if not plugin_nodes(model):
+        kept = [o for o in model.opset_import if o.domain != PLUGIN_DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    return model
+
+
 def make_session(model: str | os.PathLike | bytes | onnx.ModelProto,
                  providers: Sequence[str] | None = None,
                  sess_options: ort.SessionOptions | None = None) -> ort.InferenceSession:
     """An onnxruntime session for a DCNv3 export of either form.
 
-    With plugin nodes present, the onnxruntime-extensions library is registered and the
-    nodes are served by our CPU kernel (so the session runs on CPU whatever the
-    providers). Without them this is a plain ``InferenceSession``."""
+    Plugin nodes are lowered to DeformConv (:func:`lower_plugin_nodes`); where that is
+    impossible they are served by our CPU kernel through onnxruntime-extensions (so the
+    session runs on CPU whatever the providers), with a warning. Without plugin nodes
+    this is a plain ``InferenceSession``."""
     providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
     if isinstance(model, onnx.ModelProto):
         proto = model
@@ -92,6 +152,22 @@ def make_session(model: str | os.PathLike | bytes | onnx.ModelProto,
         data = model if isinstance(model, bytes) else proto.SerializeToString()
         return ort.InferenceSession(data, sess_options=sess_options, providers=providers)
 
+    try:
+        lowered = lower_plugin_nodes(proto)
+    except ValueError as error:
+        warnings.warn(f"ops_dcnv3: TRTDCNv3 nodes not lowered to DeformConv ({error}); serving "
+                      "them through the slower onnxruntime-extensions Python op", RuntimeWarning,
+                      stacklevel=2)
+    else:
+        return ort.InferenceSession(lowered.SerializeToString(), sess_options=sess_options,
+                                    providers=providers)
+    return python_op_session(proto, providers, sess_options)
+
+
+def python_op_session(proto: onnx.ModelProto, providers: Sequence[str],
+                      sess_options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """A session serving the TRTDCNv3 nodes of ``proto`` through the onnxruntime-extensions
+    Python op (our CPU kernel). The fallback of :func:`make_session`."""
     from onnxruntime_extensions import get_library_path
 
     domain = register_custom_op()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
-from .export import portable_tracing
+from .export import DEFORM_CONV_MIN_OPSET, portable_deform_conv, portable_tracing
 from .reference import dcnv3_core_pytorch
 from .validation import check_dcnv3_args, output_size
 
@@ -81,17 +82,45 @@ def dcnv3(
     check_dcnv3_args(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                      dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step,
                      remove_center)
-    # The portable ONNX form traces the reference (standard operators only), see export.py.
+    params = (int(kernel_h), int(kernel_w), int(stride_h), int(stride_w), int(pad_h), int(pad_w),
+              int(dilation_h), int(dilation_w), int(group), int(group_channels), float(offset_scale),
+              int(im2col_step), bool(remove_center))
+    # The portable ONNX form: DeformConv at opset >= 19, else the traced reference (export.py).
+    if portable_deform_conv():
+        return _DeformConvExport.apply(input, offset, mask, *params)
     if input.device.type in KERNEL_DEVICES and not portable_tracing():
-        return torch.ops.ops_dcnv3.dcnv3(
-            input, offset, mask, int(kernel_h), int(kernel_w), int(stride_h), int(stride_w),
-            int(pad_h), int(pad_w), int(dilation_h), int(dilation_w), int(group),
-            int(group_channels), float(offset_scale), int(im2col_step), bool(remove_center))
+        return torch.ops.ops_dcnv3.dcnv3(input, offset, mask, *params)
     if not portable_tracing():
         _warn_fallback(input.device.type)
     return dcnv3_core_pytorch(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h,
                               pad_w, dilation_h, dilation_w, group, group_channels, offset_scale,
                               remove_center)
+
+
+class _DeformConvExport(torch.autograd.Function):
+    """Portable-form export at opset >= 19: computes DCNv3 (the trace runs it for real)
+    and exports as ONNX DeformConv (onnx_deform.py)."""
+
+    @staticmethod
+    def forward(ctx, input, offset, mask, *params):
+        if input.device.type in KERNEL_DEVICES:
+            return torch.ops.ops_dcnv3.dcnv3(input, offset, mask, *params)
+        return dcnv3_core_pytorch(input, offset, mask, *params[:-2], params[-1])
+
+    @staticmethod
+    def symbolic(g, input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                 dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step,
+                 remove_center):
+        from .onnx_deform import DCNv3Attrs, TorchScriptBuilder, emit_deform_conv
+
+        if g.opset < DEFORM_CONV_MIN_OPSET:
+            raise RuntimeError(f"ops_dcnv3: DeformConv needs opset >= {DEFORM_CONV_MIN_OPSET}, "
+                               f"the export runs at {g.opset}")
+        attrs = DCNv3Attrs(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                           dilation_w, group, group_channels, offset_scale, remove_center)
+        dtype = input.type().dtype() if input.type().dtype() is not None else torch.float32
+        return emit_deform_conv(TorchScriptBuilder(g), input, offset, mask, attrs,
+                                np.dtype(str(dtype).removeprefix("torch.")))
 
 
 def _fake_dcnv3(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,

@@ -2,7 +2,9 @@
 
 Both DCNv3 export forms are checked against PyTorch on InternImage-T with random weights
 whose offset/mask projections are perturbed (they start at zero, which would hide
-sampling errors), at a small input size to stay fast."""
+sampling errors), at a small input size to stay fast: the portable form at opset 19
+(DeformConv) and 17 (GridSample), the plugin form as make_session serves it (lowered to
+DeformConv, or through the Python op where lowering is impossible)."""
 
 from __future__ import annotations
 
@@ -43,11 +45,12 @@ def model() -> torch.nn.Module:
     return net
 
 
-def _export(module: torch.nn.Module, x: torch.Tensor, form: str, dynamic: bool) -> bytes:
+def _export(module: torch.nn.Module, x: torch.Tensor, form: str, dynamic: bool,
+            opset: int = 19) -> bytes:
     buffer = io.BytesIO()
     axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
     with export_form(form), torch.no_grad():
-        torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17, input_names=["input"],
+        torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
                           output_names=["output"], dynamic_axes=axes,
                           custom_opsets={"mmdeploy": 1} if form == "plugin" else None)
     return buffer.getvalue()
@@ -67,12 +70,16 @@ def _max_diff(module: torch.nn.Module, data: bytes, x: torch.Tensor) -> float:
     return float(np.abs(got - expected).max())
 
 
-def test_portable_form_standard_ops_dynamic_batch(model):
-    data = _export(model, torch.randn(1, 3, SIZE, SIZE), "portable", dynamic=True)
+@pytest.mark.parametrize(("opset", "sampling_op"), [(19, "DeformConv"), (17, "GridSample")])
+def test_portable_form_standard_ops_dynamic_batch(model, opset, sampling_op):
+    data = _export(model, torch.randn(1, 3, SIZE, SIZE), "portable", dynamic=True, opset=opset)
     proto = onnx.load_from_string(data)
     ops = {(n.domain, n.op_type) for n in proto.graph.node}
     assert {d for d, _ in ops} <= STANDARD_DOMAINS, f"custom-domain nodes: {ops}"
-    assert ("", "GridSample") in ops and not any(t == "TRTDCNv3" for _, t in ops)
+    assert ("", sampling_op) in ops and not any(t == "TRTDCNv3" for _, t in ops)
+    assert {t for _, t in ops} & {"DeformConv", "GridSample"} == {sampling_op}
+    deform_convs = [n for n in proto.graph.node if n.op_type == "DeformConv"]
+    assert len(deform_convs) == (sum(isinstance(m, DCNv3) for m in model.modules()) if opset >= 19 else 0)
     assert {o.domain for o in proto.opset_import} <= STANDARD_DOMAINS
     # Plain onnxruntime, no custom op library; exported at batch 1, run at batch 3.
     import onnxruntime as ort
@@ -91,19 +98,42 @@ def test_portable_form_static_batch(model):
     assert _max_diff(model, data, x) < TOL
 
 
-@needs_plugin_runtime
-def test_plugin_form_runs_in_onnxruntime_dynamic_batch(model):
-    data = _export(model, torch.randn(1, 3, SIZE, SIZE), "plugin", dynamic=True)
+@pytest.mark.parametrize("opset", [19, 17])
+def test_plugin_form_runs_in_onnxruntime_dynamic_batch(model, opset):
+    from ops_dcnv3.onnxruntime import lower_plugin_nodes, make_session
+
+    data = _export(model, torch.randn(1, 3, SIZE, SIZE), "plugin", dynamic=True, opset=opset)
     proto = onnx.load_from_string(data)
     nodes = [n for n in proto.graph.node if n.op_type == "TRTDCNv3"]
     assert len(nodes) == sum(isinstance(m, DCNv3) for m in model.modules())
     assert all(n.domain == "mmdeploy" for n in nodes)
+    # onnxruntime gets the nodes lowered to DeformConv (opset 17 converted to 19 first)
+    lowered = lower_plugin_nodes(proto)
+    assert {o.domain for o in lowered.opset_import} <= STANDARD_DOMAINS
+    assert [o.version for o in lowered.opset_import] == [max(opset, 19)]
+    assert sum(n.op_type == "DeformConv" for n in lowered.graph.node) == len(nodes)
+    assert not any(n.op_type == "TRTDCNv3" for n in lowered.graph.node)
     assert _max_diff(model, data, torch.randn(3, 3, SIZE, SIZE)) < TOL
-    # make_session works on a copy: the caller's model keeps the mmdeploy domain.
-    from ops_dcnv3.onnxruntime import make_session
-
+    # make_session works on a copy: the caller's model keeps its nodes and domain.
     make_session(proto)
-    assert all(n.domain == "mmdeploy" for n in proto.graph.node if n.op_type == "TRTDCNv3")
+    kept = [n for n in proto.graph.node if n.op_type == "TRTDCNv3" and n.domain == "mmdeploy"]
+    assert len(kept) == len(nodes)
+
+
+@needs_plugin_runtime
+def test_plugin_form_python_op_fallback(model, monkeypatch):
+    """Where the model cannot be converted to opset 19, the nodes run on our kernel through
+    the onnxruntime-extensions Python op, with a warning saying so."""
+    from onnx import version_converter
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no adapter")
+
+    monkeypatch.setattr(version_converter, "convert_version", refuse)
+    data = _export(model, torch.randn(1, 3, SIZE, SIZE), "plugin", dynamic=True, opset=17)
+    with pytest.warns(RuntimeWarning, match="not lowered to DeformConv .*no adapter"):
+        diff = _max_diff(model, data, torch.randn(2, 3, SIZE, SIZE))
+    assert diff < TOL
 
 
 @pytest.fixture()
@@ -116,7 +146,6 @@ def remove_center_module() -> torch.nn.Module:
     return module
 
 
-@needs_plugin_runtime
 def test_plugin_attributes_round_trip(remove_center_module):
     x = torch.randn(1, 9, 7, 16)
     data = _export(remove_center_module, x, "plugin", dynamic=True)
@@ -127,12 +156,13 @@ def test_plugin_attributes_round_trip(remove_center_module):
         "dilation_h": 1, "dilation_w": 1, "group": 2, "group_channels": 8,
         "offset_scale": pytest.approx(2.0), "im2col_step": 256, "remove_center": 1,
     }
-    # The onnxruntime op reads them back: same result as PyTorch, at another batch.
+    # The lowering reads them back: same result as PyTorch, at another batch.
     assert _max_diff(remove_center_module, data, torch.randn(2, 9, 7, 16)) < 1e-4
 
 
-def test_portable_remove_center(remove_center_module):
-    data = _export(remove_center_module, torch.randn(1, 9, 7, 16), "portable", dynamic=True)
+@pytest.mark.parametrize("opset", [19, 17])
+def test_portable_remove_center(remove_center_module, opset):
+    data = _export(remove_center_module, torch.randn(1, 9, 7, 16), "portable", dynamic=True, opset=opset)
     assert _max_diff(remove_center_module, data, torch.randn(2, 9, 7, 16)) < 1e-4
 
 
@@ -147,7 +177,6 @@ def test_export_form_switch():
     assert get_export_form() == "plugin"
 
 
-@needs_plugin_runtime
 def test_export_script_end_to_end(tmp_path, capsys):
     status = export_script.main([
         "--model_name", "internimage_t_1k_224", "--ckpt_dir", str(tmp_path / "none"), "--onnx",
