@@ -14,7 +14,7 @@ help:
 	@echo "make train CFG=x.yaml DATA=dir     classification training (ARGS='--opts K V ...', OUT=dir)"
 	@echo "make eval CFG=x.yaml DATA=dir CKPT=file   top-1/top-5 of a checkpoint"
 	@echo "make throughput CFG=x.yaml         images/s of the config's model (random input, no dataset)"
-	@echo "make bench                         the four benchmarks; PASS/MISS per target, fails on a miss"
+	@echo "make bench                         the five benchmarks; PASS/MISS per target, fails on a miss"
 	@echo "make lint                          ruff"
 	@echo "make shell                         a shell with the environment active (exit to leave)"
 	@echo "Without make: source $(VENV)/bin/activate, or call $(VENV)/bin/python directly."
@@ -31,12 +31,13 @@ test: bootstrap
 	@rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
-# Benchmarks: DCNv3 kernels vs the reference; InternImage-T vs ConvNeXt-T; Mask R-CNN and
-# UperNet InternImage-T vs their R50 versions. All four run; a missed target fails the target.
+# Benchmarks: DCNv3 kernels vs the reference; InternImage-T vs ConvNeXt-T; InternImage-T in
+# onnxruntime vs PyTorch; Mask R-CNN and UperNet InternImage-T vs their R50 versions. All five
+# run; a missed target fails the target.
 bench: bootstrap
 	@failed=""; \
-	for bench in "-m ops_dcnv3.benchmark" "-m classification.benchmark" detection/benchmark.py \
-	             segmentation/benchmark.py; do \
+	for bench in "-m ops_dcnv3.benchmark" "-m classification.benchmark" "-m classification.benchmark_onnx" \
+	             detection/benchmark.py segmentation/benchmark.py; do \
 	  echo "== python $$bench"; $(PY) $$bench || failed="$$failed [$$bench]"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "bench: missed a target or failed:$$failed"; exit 1; fi; \

@@ -200,7 +200,7 @@ def test_upernet_onnxruntime_static(seg, tmp_path):
 
 def test_upernet_tensorrt_export_runs_on_cpu(seg, tmp_path):
     """The TensorRT-bound file (plugin form) holds no other custom node, so the script also
-    checks it on CPU through the onnxruntime TRTDCNv3 op."""
+    checks it on CPU (make_session lowers the TRTDCNv3 nodes to DeformConv for onnxruntime)."""
     config = _small_seg_deploy_cfg(SEG_DEPLOY / "segmentation_tensorrt_static-512x512.py", tmp_path)
     status, summary = _run(seg["script"], [config, seg["cfg"], seg["checkpoint"], seg["images"][1]], tmp_path)
     graph = summary["graph"]

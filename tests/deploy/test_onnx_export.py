@@ -199,6 +199,17 @@ def test_export_script_trt_without_tensorrt(capsys):
     assert "not installed" in err and "trtexec" in err and "libtrt_dcnv3.so" in err
 
 
+def test_onnx_benchmark_runs_and_reports_both_forms(capsys):
+    from classification import benchmark_onnx
+
+    result = benchmark_onnx.main(["--img-size", "32", "--runs", "1", "--rounds", "1"], print_machine=False)
+    assert {"pytorch_ms", "portable_ms", "plugin_ms"} <= result.keys()
+    assert all(result[k] > 0 for k in ("pytorch_ms", "portable_ms", "plugin_ms"))
+    assert [t.name for t in benchmark_onnx.targets(result)] == [
+        "onnxruntime portable form speed / PyTorch eager", "onnxruntime plugin form speed / portable form"]
+    assert "opset 19" in capsys.readouterr().out
+
+
 def test_image_size_from_name():
     assert export_script.image_size("internimage_t_1k_224") == 224
     assert export_script.image_size("internimage_xl_22k_192to384") == 384
