@@ -172,13 +172,13 @@ struct ForwardArgs {
 template <int N, typename scalar_t, typename acc_t>
 DCNV3_INLINE void gather_chunk(const scalar_t* image, const int32_t* element, const acc_t* weight,
                                int cap, int points, int c0, acc_t* out) {
-  Vec<acc_t, N> acc = {};
-  for (int k = 0; k < 4; ++k) {
-    const int32_t* el = element + k * cap;
-    const acc_t* w = weight + k * cap;
-    for (int p = 0; p < points; ++p) acc += w[p] * load<N, acc_t>(image + el[p] + c0);
-  }
-  store<N>(out + c0, acc);
+  // One accumulator per corner: four independent FMA chains instead of one 4*P long
+  // (a single chain is bound by the FMA latency, not by the loads).
+  Vec<acc_t, N> acc[4] = {};
+  for (int p = 0; p < points; ++p)
+    for (int k = 0; k < 4; ++k)
+      acc[k] += weight[k * cap + p] * load<N, acc_t>(image + element[k * cap + p] + c0);
+  store<N>(out + c0, (acc[0] + acc[1]) + (acc[2] + acc[3]));
 }
 
 // Per-thread scratch of the forward pass.
@@ -311,32 +311,35 @@ DCNV3_INLINE void backward_range(
             mw[k] = v[k] != acc_t(0) ? m * w[k] : acc_t(0);  // a NaN mask stays off invalid corners
           }
           // Branch-free over the corners (an invalid one has weight 0 and a clamped
-          // pixel); products stay vectors until three final reductions.
+          // pixel); the products stay vectors until one four-way reduction per tap.
           constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
           int c = 0;
-          Vec<acc_t, wide> prod[4] = {};
-          scatter_and_products<wide>(go, src, dst, mw, c, gc, prod);
-          Vec<acc_t, wide> vy, vx, vm;
-          tap_grads(prod, v, w, s.ly[e], s.lx[e], vy, vx, vm);
-          acc_t grad_y = horizontal_sum<wide, acc_t>(vy), grad_x = horizontal_sum<wide, acc_t>(vx);
-          acc_t grad_m = horizontal_sum<wide, acc_t>(vm);
-          acc_t rest[4] = {0, 0, 0, 0};  // products of the channels past the wide chunks
+          acc_t d[4];
+          {
+            Vec<acc_t, wide> prod[4] = {};
+            scatter_and_products<wide>(go, src, dst, mw, c, gc, prod);
+            sum4<wide, acc_t>(prod, d);
+          }
           if constexpr (narrow >= 2) {
-            Vec<acc_t, narrow> prod_narrow[4] = {};
-            scatter_and_products<narrow>(go, src, dst, mw, c, gc, prod_narrow);
-            for (int k = 0; k < 4; ++k) rest[k] = horizontal_sum<narrow, acc_t>(prod_narrow[k]);
+            if (c + narrow <= gc) {  // group widths that are not a multiple of `wide`
+              Vec<acc_t, narrow> prod[4] = {};
+              scatter_and_products<narrow>(go, src, dst, mw, c, gc, prod);
+              acc_t dn[4];
+              sum4<narrow, acc_t>(prod, dn);
+              for (int k = 0; k < 4; ++k) d[k] += dn[k];
+            }
           }
           for (; c < gc; ++c) {
             for (int k = 0; k < 4; ++k) {
-              rest[k] += go[c] * static_cast<acc_t>(src[k][c]);
+              d[k] += go[c] * static_cast<acc_t>(src[k][c]);
               dst[k][c] += mw[k] * go[c];
             }
           }
-          acc_t ry, rx, rm;
-          tap_grads(rest, v, w, s.ly[e], s.lx[e], ry, rx, rm);
-          grad_y = m * (grad_y + ry);
-          grad_x = m * (grad_x + rx);
-          grad_m += rm + location_poison(s.ly[e], s.lx[e]);  // NaN sample: NaN mask gradient
+          acc_t grad_y, grad_x, grad_m;
+          tap_grads(d, v, w, s.ly[e], s.lx[e], grad_y, grad_x, grad_m);
+          grad_y *= m;
+          grad_x *= m;
+          grad_m += location_poison(s.ly[e], s.lx[e]);  // NaN sample: NaN mask gradient
           a.grad_offset[2 * slot] = static_cast<scalar_t>(grad_x * scale);
           a.grad_offset[2 * slot + 1] = static_cast<scalar_t>(grad_y * scale);
           a.grad_mask[slot] = static_cast<scalar_t>(grad_m);
