@@ -112,23 +112,36 @@ class InternImageLayer(nn.Module):
             self.res_post_norm1 = build_norm_layer(channels, "LN")
             self.res_post_norm2 = build_norm_layer(channels, "LN")
 
+    def _residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """``x + self.drop_path(branch)``. Training with stochastic depth draws timm's
+        per-sample keep mask (same draws, same scaling) and applies it with one addcmul: the
+        multiply and the add in one pass over the activations instead of two."""
+        drop = self.drop_path
+        if not (self.training and isinstance(drop, DropPath) and drop.drop_prob > 0.0):
+            return x + drop(branch)
+        keep = 1.0 - drop.drop_prob
+        keep_mask = branch.new_empty((branch.shape[0],) + (1,) * (branch.ndim - 1)).bernoulli_(keep)
+        if keep > 0.0 and drop.scale_by_keep:
+            keep_mask.div_(keep)
+        return torch.addcmul(x, branch, keep_mask)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layer_scale:
             if self.post_norm:
-                x = x + self.drop_path(self.gamma1 * self.norm1(self.dcn(x)))
-                return x + self.drop_path(self.gamma2 * self.norm2(self.mlp(x)))
-            x = x + self.drop_path(self.gamma1 * self.dcn(self.norm1(x)))
-            return x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
+                x = self._residual(x, self.gamma1 * self.norm1(self.dcn(x)))
+                return self._residual(x, self.gamma2 * self.norm2(self.mlp(x)))
+            x = self._residual(x, self.gamma1 * self.dcn(self.norm1(x)))
+            return self._residual(x, self.gamma2 * self.mlp(self.norm2(x)))
         if self.post_norm:
-            x = x + self.drop_path(self.norm1(self.dcn(x)))
-            return x + self.drop_path(self.norm2(self.mlp(x)))
+            x = self._residual(x, self.norm1(self.dcn(x)))
+            return self._residual(x, self.norm2(self.mlp(x)))
         if self.res_post_norm:
-            x = x + self.drop_path(self.res_post_norm1(self.dcn(self.norm1(x))))
-            return x + self.drop_path(self.res_post_norm2(self.mlp(self.norm2(x))))
-        x = x + self.drop_path(self.dcn(self.norm1(x)))
+            x = self._residual(x, self.res_post_norm1(self.dcn(self.norm1(x))))
+            return self._residual(x, self.res_post_norm2(self.mlp(self.norm2(x))))
+        x = self._residual(x, self.dcn(self.norm1(x)))
         if isinstance(self.drop_path, nn.Identity) or not self.training:
             return self.mlp(self.norm2(x), residual=x)  # the residual add fused into fc2
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self._residual(x, self.mlp(self.norm2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad:

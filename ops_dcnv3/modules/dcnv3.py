@@ -96,7 +96,9 @@ class _DCNv3Base(nn.Module):
         value = linear(input, self.input_proj)
         query = self.dw_conv(input.permute(0, 3, 1, 2))
         offset = linear(query, self.offset)
-        mask = self._mask_softmax(query).reshape(n, h, w, -1).to(value.dtype)
+        # Made contiguous here, once: the kernel would copy the transposed mask in the forward
+        # and again (the saved tensor) in the backward.
+        mask = self._mask_softmax(query).to(value.dtype).contiguous().view(n, h, w, -1)
         k = self.kernel_size
         out = type(self).core(
             value, offset.to(value.dtype), mask, k, k, self.stride, self.stride, self.pad, self.pad,
@@ -117,8 +119,7 @@ class _DCNv3Base(nn.Module):
         the natural layout it is several times slower."""
         weight, bias = self.mask.weight, self.mask.bias
         pixels = query.reshape(-1, query.shape[-1])
-        logits = torch.matmul(weight, pixels.t()).add_(bias.unsqueeze(1)) if not torch.is_grad_enabled() \
-            else torch.matmul(weight, pixels.t()) + bias.unsqueeze(1)
+        logits = torch.addmm(bias.unsqueeze(1), weight, pixels.t())  # bias in the product, no extra pass
         points = weight.shape[0] // self.group
         mask = logits.view(self.group, points, -1).softmax(dim=1)
         return mask.view(self.group * points, -1).t()

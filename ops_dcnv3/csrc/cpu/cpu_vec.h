@@ -89,6 +89,32 @@ DCNV3_INLINE acc_t horizontal_sum(Vec<acc_t, N> v) {
   }
 }
 
+// The four sums of v[0..3] at once, as d[0..3]: halves folded until four lanes are left,
+// then two rounds of pairwise adds across the four vectors. Far fewer shuffles than four
+// separate horizontal_sum calls (the backward does this once per tap).
+template <int N, typename acc_t>
+DCNV3_INLINE void sum4(const Vec<acc_t, N> v[4], acc_t d[4]) {
+  if constexpr (N < 4) {
+    for (int k = 0; k < 4; ++k) d[k] = horizontal_sum<N, acc_t>(v[k]);
+  } else if constexpr (N > 4) {
+    Vec<acc_t, N / 2> half[4];
+    for (int k = 0; k < 4; ++k) {
+      Vec<acc_t, N / 2> low, high;
+      std::memcpy(&low, &v[k], sizeof(low));
+      std::memcpy(&high, reinterpret_cast<const char*>(&v[k]) + sizeof(low), sizeof(high));
+      half[k] = low + high;
+    }
+    sum4<N / 2, acc_t>(half, d);
+  } else {
+    using V4 = Vec<acc_t, 4>;
+    // a = [v0 pairs, v1 pairs], b = [v2 pairs, v3 pairs], then one more pairwise round.
+    const V4 a = __builtin_shufflevector(v[0], v[1], 0, 2, 4, 6) + __builtin_shufflevector(v[0], v[1], 1, 3, 5, 7);
+    const V4 b = __builtin_shufflevector(v[2], v[3], 0, 2, 4, 6) + __builtin_shufflevector(v[2], v[3], 1, 3, 5, 7);
+    const V4 r = __builtin_shufflevector(a, b, 0, 2, 4, 6) + __builtin_shufflevector(a, b, 1, 3, 5, 7);
+    for (int k = 0; k < 4; ++k) d[k] = r[k];
+  }
+}
+
 // Channel loops use the ISA's native vector width (kBytes: 16 SSE2, 32 AVX2, 64
 // AVX-512; wider generic vectors make GCC spill), then half of it, then scalars.
 template <typename acc_t, int kBytes>

@@ -168,17 +168,21 @@ struct ForwardArgs {
   const TapTable<at::opmath_type<scalar_t>>* taps;
 };
 
-// out[c0:c0+N] = sum over the 4 corners k and P points of weight * image[element + c0:].
-template <int N, typename scalar_t, typename acc_t>
+// out[c0:c0+R*N] = sum over the 4 corners k and P points of weight * image[element + c0:],
+// R vectors of N channels per pass over the taps (each tap's index and weight loaded once
+// for all R). One accumulator per chunk and corner: independent FMA chains instead of one
+// 4P long (a single chain is bound by the FMA latency, not by the loads).
+template <int N, int R, typename scalar_t, typename acc_t>
 DCNV3_INLINE void gather_chunk(const scalar_t* image, const int32_t* element, const acc_t* weight,
                                int cap, int points, int c0, acc_t* out) {
-  Vec<acc_t, N> acc = {};
-  for (int k = 0; k < 4; ++k) {
-    const int32_t* el = element + k * cap;
-    const acc_t* w = weight + k * cap;
-    for (int p = 0; p < points; ++p) acc += w[p] * load<N, acc_t>(image + el[p] + c0);
-  }
-  store<N>(out + c0, acc);
+  Vec<acc_t, N> acc[R][4] = {};
+  for (int p = 0; p < points; ++p)
+    for (int k = 0; k < 4; ++k) {
+      const acc_t w = weight[k * cap + p];
+      const scalar_t* pixel = image + element[k * cap + p] + c0;
+      for (int r = 0; r < R; ++r) acc[r][k] += w * load<N, acc_t>(pixel + r * N);
+    }
+  for (int r = 0; r < R; ++r) store<N>(out + c0 + r * N, (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]));
 }
 
 // Per-thread scratch of the forward pass.
@@ -214,10 +218,11 @@ DCNV3_INLINE void forward_range(const ForwardArgs<scalar_t>& a, int64_t begin, i
       const scalar_t* image_g = image + grp * gc;
       acc_t* acc_g = acc + grp * gc;
       int c = 0;
-      for (; c + wide <= gc; c += wide) gather_chunk<wide>(image_g, element, weight, cap, P, c, acc_g);
+      for (; c + 2 * wide <= gc; c += 2 * wide) gather_chunk<wide, 2>(image_g, element, weight, cap, P, c, acc_g);
+      for (; c + wide <= gc; c += wide) gather_chunk<wide, 1>(image_g, element, weight, cap, P, c, acc_g);
       if constexpr (narrow >= 2) {
         for (; c + narrow <= gc; c += narrow)
-          gather_chunk<narrow>(image_g, element, weight, cap, P, c, acc_g);
+          gather_chunk<narrow, 1>(image_g, element, weight, cap, P, c, acc_g);
       }
       for (; c < gc; ++c) {
         acc_t sum = 0;
@@ -248,24 +253,114 @@ struct BackwardArgs {
   int groups_per_task;  // a task is (image, block of groups_per_task groups)
 };
 
-// Gradients of <go, mask * sample> for a tap whose corner products are d[k] (lane-wise
-// vectors or scalars), given validity v[k]; see location_and_mask_grads.
-template <typename T, typename acc_t>
-DCNV3_INLINE void tap_grads(const T d[4], const acc_t v[4], const acc_t w[4], acc_t ly, acc_t lx,
-                            T& grad_y, T& grad_x, T& grad_m) {
-  const T e0 = v[0] * d[0], e1 = v[1] * d[1], e2 = v[2] * d[2], e3 = v[3] * d[3];
-  grad_x = (acc_t(1) - ly) * (e1 - e0) + ly * (e3 - e2);
-  grad_y = (acc_t(1) - lx) * (e2 - e0) + lx * (e3 - e1);
-  grad_m = w[0] * d[0] + w[1] * d[1] + w[2] * d[2] + w[3] * d[3];
-}
-
 template <typename acc_t>
 struct BackwardScratch {
   BackwardScratch(const Geometry& g, int groups_per_task)
-      : samples(groups_per_task * g.points), go(g.group_channels) {}
+      : samples(groups_per_task * g.points), go(g.group_channels),
+        products(4 * samples.capacity), masked_weight(4 * samples.capacity) {}
   Samples<acc_t> samples;
-  std::vector<acc_t> go;  // one group's grad_output, in acc_t
+  std::vector<acc_t> go;             // one group's grad_output, in acc_t
+  std::vector<acc_t> products;       // d[k] = <go, corner k> of entry e at [k * capacity + e]
+  std::vector<acc_t> masked_weight;  // mask * weight of corner k of entry e, same layout
 };
+
+// Offset and mask gradients of `count` entries from their corner products (see
+// location_and_mask_grads in dcnv3_sampling.h), L entries at a time: grad_offset gets
+// (x, y) pairs, grad_mask one value per entry; `mask` points at the first entry's mask.
+template <int L, typename scalar_t, typename acc_t>
+DCNV3_INLINE void offset_and_mask_grads(const Samples<acc_t>& s, const acc_t* __restrict products,
+                                        const scalar_t* __restrict mask, int count, acc_t scale,
+                                        scalar_t* __restrict grad_offset, scalar_t* __restrict grad_mask) {
+  using VF = Vec<acc_t, L>;
+  const int cap = s.capacity;
+  for (int e = 0; e < count; e += L) {
+    const int live = std::min(L, count - e);
+    VF m;
+    for (int l = 0; l < L; ++l) m[l] = l < live ? static_cast<acc_t>(mask[e + l]) : acc_t(0);
+    VF d[4], v[4], w[4];
+    for (int k = 0; k < 4; ++k) {
+      d[k] = load<L, acc_t>(products + k * cap + e);
+      v[k] = load<L, acc_t>(s.valid.data() + k * cap + e);
+      w[k] = load<L, acc_t>(s.weight.data() + k * cap + e);
+    }
+    const VF ly = load<L, acc_t>(s.ly.data() + e), lx = load<L, acc_t>(s.lx.data() + e);
+    const VF e0 = v[0] * d[0], e1 = v[1] * d[1], e2 = v[2] * d[2], e3 = v[3] * d[3];
+    const VF grad_x = m * ((acc_t(1) - ly) * (e1 - e0) + ly * (e3 - e2)) * scale;
+    const VF grad_y = m * ((acc_t(1) - lx) * (e2 - e0) + lx * (e3 - e1)) * scale;
+    // A NaN sample (non-finite location) gives a NaN mask gradient.
+    const VF grad_m = w[0] * d[0] + w[1] * d[1] + w[2] * d[2] + w[3] * d[3] + location_poison(ly, lx);
+    for (int l = 0; l < live; ++l) {
+      grad_offset[2 * (e + l)] = static_cast<scalar_t>(grad_x[l]);
+      grad_offset[2 * (e + l) + 1] = static_cast<scalar_t>(grad_y[l]);
+      grad_mask[e + l] = static_cast<scalar_t>(grad_m[l]);
+    }
+  }
+}
+
+// mask * weight of every corner of `count` entries, L at a time, 0 on invalid corners
+// (a NaN mask stays off them); `mask` points at the first entry's mask.
+template <int L, typename scalar_t, typename acc_t>
+DCNV3_INLINE void masked_weights(const Samples<acc_t>& s, const scalar_t* __restrict mask, int count,
+                                 acc_t* __restrict out) {
+  using VF = Vec<acc_t, L>;
+  const int cap = s.capacity;
+  for (int e = 0; e < count; e += L) {
+    const int live = std::min(L, count - e);
+    VF m;
+    for (int l = 0; l < L; ++l) m[l] = l < live ? static_cast<acc_t>(mask[e + l]) : acc_t(0);
+    for (int k = 0; k < 4; ++k) {
+      const VF v = load<L, acc_t>(s.valid.data() + k * cap + e);
+      store<L>(out + k * cap + e, v != acc_t(0) ? m * load<L, acc_t>(s.weight.data() + k * cap + e) : VF{});
+    }
+  }
+}
+
+// The P taps of one group at one output pixel: adds each tap's share of grad_output to
+// grad_input at its four corners and leaves the corner products d[k] = <go, corner k> in
+// products[k * cap + p] for offset_and_mask_grads. element and masked_weight start at
+// the group's first entry. Raw restrict pointers: the vector stores (memcpy) into grad_input
+// would otherwise make the compiler reload every geometry field after each one.
+template <int wide, int narrow, typename scalar_t, typename acc_t>
+DCNV3_INLINE void backward_group(const int32_t* __restrict element, const acc_t* __restrict masked_weight,
+                                 int cap, const acc_t* __restrict go, const scalar_t* __restrict image,
+                                 acc_t* __restrict grad_image, int gc, int points,
+                                 acc_t* __restrict products) {
+  for (int p = 0; p < points; ++p) {
+    const scalar_t* src[4];
+    acc_t* dst[4];
+    acc_t mw[4];
+    for (int k = 0; k < 4; ++k) {
+      src[k] = image + element[k * cap + p];
+      dst[k] = grad_image + element[k * cap + p];
+      mw[k] = masked_weight[k * cap + p];
+    }
+    // Branch-free over the corners (an invalid one has weight 0 and a clamped pixel);
+    // the products stay vectors until one four-way reduction per tap.
+    int c = 0;
+    acc_t d[4];
+    {
+      Vec<acc_t, wide> prod[4] = {};
+      scatter_and_products<wide>(go, src, dst, mw, c, gc, prod);
+      sum4<wide, acc_t>(prod, d);
+    }
+    if constexpr (narrow >= 2) {
+      if (c + narrow <= gc) {  // group widths that are not a multiple of `wide`
+        Vec<acc_t, narrow> prod[4] = {};
+        scatter_and_products<narrow>(go, src, dst, mw, c, gc, prod);
+        acc_t dn[4];
+        sum4<narrow, acc_t>(prod, dn);
+        for (int k = 0; k < 4; ++k) d[k] += dn[k];
+      }
+    }
+    for (; c < gc; ++c) {
+      for (int k = 0; k < 4; ++k) {
+        d[k] += go[c] * static_cast<acc_t>(src[k][c]);
+        dst[k][c] += mw[k] * go[c];
+      }
+    }
+    for (int k = 0; k < 4; ++k) products[k * cap + p] = d[k];
+  }
+}
 
 template <typename scalar_t, int kBytes>
 DCNV3_INLINE void backward_range(
@@ -280,68 +375,34 @@ DCNV3_INLINE void backward_range(
   const int blocks = (g.group + a.groups_per_task - 1) / a.groups_per_task;
   const Samples<acc_t>& s = scratch.samples;
   acc_t* go = scratch.go.data();
+  acc_t* products = scratch.products.data();
+  acc_t* masked = scratch.masked_weight.data();
+  constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / blocks;
     const int g_begin = static_cast<int>(task % blocks) * a.groups_per_task;
     const int g_end = std::min(g.group, g_begin + a.groups_per_task);
+    const int count = (g_end - g_begin) * P;
     for (int64_t pix = 0; pix < a.pixels; ++pix) {
       const int64_t index = n * a.pixels + pix;
       const int oy = static_cast<int>(pix / g.out_width);
       const int ox = static_cast<int>(pix % g.out_width);
-      const int64_t slot_base = index * g.group * P;  // entry (grp, p) -> slot_base + grp*P + p
-      compute_samples<false, kWide<acc_t, kBytes>>(g, oy, ox, a.offset + (slot_base + g_begin * P) * 2, a.mask,
-                             *a.taps, g_begin * P, (g_end - g_begin) * P, scratch.samples);
+      // entry e = (grp - g_begin) * P + p has its offset/mask slot at `first + e`
+      const int64_t first = (index * g.group + g_begin) * P;
+      compute_samples<false, wide>(g, oy, ox, a.offset + first * 2, a.mask, *a.taps, g_begin * P,
+                                   count, scratch.samples);
+      masked_weights<wide>(s, a.mask + first, count, masked);
       for (int grp = g_begin; grp < g_end; ++grp) {
         const scalar_t* image_g = a.input + n * image_stride + grp * gc;
         acc_t* grad_image_g = a.grad_input + n * image_stride + grp * gc;
         const scalar_t* gout = a.grad_output + index * g.channels + grp * gc;
         for (int c = 0; c < gc; ++c) go[c] = static_cast<acc_t>(gout[c]);
-        for (int p = 0; p < P; ++p) {
-          const int e = (grp - g_begin) * P + p;
-          const int64_t slot = slot_base + grp * P + p;
-          const acc_t m = static_cast<acc_t>(a.mask[slot]);
-          const scalar_t* src[4];
-          acc_t* dst[4];
-          acc_t w[4], v[4], mw[4];
-          for (int k = 0; k < 4; ++k) {
-            src[k] = image_g + s.element[k * cap + e];
-            dst[k] = grad_image_g + s.element[k * cap + e];
-            w[k] = s.weight[k * cap + e];
-            v[k] = s.valid[k * cap + e];
-            mw[k] = v[k] != acc_t(0) ? m * w[k] : acc_t(0);  // a NaN mask stays off invalid corners
-          }
-          // Branch-free over the corners (an invalid one has weight 0 and a clamped
-          // pixel); products stay vectors until three final reductions.
-          constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
-          int c = 0;
-          Vec<acc_t, wide> prod[4] = {};
-          scatter_and_products<wide>(go, src, dst, mw, c, gc, prod);
-          Vec<acc_t, wide> vy, vx, vm;
-          tap_grads(prod, v, w, s.ly[e], s.lx[e], vy, vx, vm);
-          acc_t grad_y = horizontal_sum<wide, acc_t>(vy), grad_x = horizontal_sum<wide, acc_t>(vx);
-          acc_t grad_m = horizontal_sum<wide, acc_t>(vm);
-          acc_t rest[4] = {0, 0, 0, 0};  // products of the channels past the wide chunks
-          if constexpr (narrow >= 2) {
-            Vec<acc_t, narrow> prod_narrow[4] = {};
-            scatter_and_products<narrow>(go, src, dst, mw, c, gc, prod_narrow);
-            for (int k = 0; k < 4; ++k) rest[k] = horizontal_sum<narrow, acc_t>(prod_narrow[k]);
-          }
-          for (; c < gc; ++c) {
-            for (int k = 0; k < 4; ++k) {
-              rest[k] += go[c] * static_cast<acc_t>(src[k][c]);
-              dst[k][c] += mw[k] * go[c];
-            }
-          }
-          acc_t ry, rx, rm;
-          tap_grads(rest, v, w, s.ly[e], s.lx[e], ry, rx, rm);
-          grad_y = m * (grad_y + ry);
-          grad_x = m * (grad_x + rx);
-          grad_m += rm + location_poison(s.ly[e], s.lx[e]);  // NaN sample: NaN mask gradient
-          a.grad_offset[2 * slot] = static_cast<scalar_t>(grad_x * scale);
-          a.grad_offset[2 * slot + 1] = static_cast<scalar_t>(grad_y * scale);
-          a.grad_mask[slot] = static_cast<scalar_t>(grad_m);
-        }
+        const int e0 = (grp - g_begin) * P;
+        backward_group<wide, narrow>(s.element.data() + e0, masked + e0, cap, go, image_g, grad_image_g,
+                                     gc, P, products + e0);
       }
+      offset_and_mask_grads<wide>(s, products, a.mask + first, count, scale, a.grad_offset + 2 * first,
+                                  a.grad_mask + first);
     }
   }
 }
