@@ -264,6 +264,14 @@ struct BackwardScratch {
   std::vector<acc_t> masked_weight;  // mask * weight of corner k of entry e, same layout
 };
 
+// L values from p as acc_t, zero in the lanes from `live` on (a block's tail).
+template <int L, typename acc_t, typename scalar_t>
+DCNV3_INLINE Vec<acc_t, L> load_live(const scalar_t* p, int live) {
+  Vec<acc_t, L> v;
+  for (int l = 0; l < L; ++l) v[l] = l < live ? static_cast<acc_t>(p[l]) : acc_t(0);
+  return v;
+}
+
 // Offset and mask gradients of `count` entries from their corner products (see
 // location_and_mask_grads in dcnv3_sampling.h), L entries at a time: grad_offset gets
 // (x, y) pairs, grad_mask one value per entry; `mask` points at the first entry's mask.
@@ -275,8 +283,7 @@ DCNV3_INLINE void offset_and_mask_grads(const Samples<acc_t>& s, const acc_t* __
   const int cap = s.capacity;
   for (int e = 0; e < count; e += L) {
     const int live = std::min(L, count - e);
-    VF m;
-    for (int l = 0; l < L; ++l) m[l] = l < live ? static_cast<acc_t>(mask[e + l]) : acc_t(0);
+    const VF m = load_live<L, acc_t>(mask + e, live);
     VF d[4], v[4], w[4];
     for (int k = 0; k < 4; ++k) {
       d[k] = load<L, acc_t>(products + k * cap + e);
@@ -305,9 +312,7 @@ DCNV3_INLINE void masked_weights(const Samples<acc_t>& s, const scalar_t* __rest
   using VF = Vec<acc_t, L>;
   const int cap = s.capacity;
   for (int e = 0; e < count; e += L) {
-    const int live = std::min(L, count - e);
-    VF m;
-    for (int l = 0; l < L; ++l) m[l] = l < live ? static_cast<acc_t>(mask[e + l]) : acc_t(0);
+    const VF m = load_live<L, acc_t>(mask + e, std::min(L, count - e));
     for (int k = 0; k < 4; ++k) {
       const VF v = load<L, acc_t>(s.valid.data() + k * cap + e);
       store<L>(out + k * cap + e, v != acc_t(0) ? m * load<L, acc_t>(s.weight.data() + k * cap + e) : VF{});
