@@ -129,6 +129,9 @@ def tiny_set(tmp_path_factory) -> dict[str, Path]:
     init_default_scope("mmdet")
     torch.manual_seed(0)
     detector = MODELS.build(Config.fromfile(str(config)).model)
+    # DINO's level_embed is torch.Tensor(...) until init_weights() fills it: without this the
+    # saved checkpoint held whatever memory was there, and now and then NaN boxes came out.
+    detector.init_weights()
     torch.save({"state_dict": detector.state_dict()}, root / "detector.pth")
     torch.save(tiny_sam().state_dict(), root / "sam_tiny.pth")
     torch.save(box_painting_sam().state_dict(), root / "sam_boxes.pth")
