@@ -132,6 +132,11 @@ def tiny_set(tmp_path_factory) -> dict[str, Path]:
     # DINO's level_embed is torch.Tensor(...) until init_weights() fills it: without this the
     # saved checkpoint held whatever memory was there, and now and then NaN boxes came out.
     detector.init_weights()
+    # Initialised DETR regression layers are zero, so every box would be a 6 px anchor
+    # proposal: a width/height bias in each refinement step gives boxes the masks can fill.
+    with torch.no_grad():
+        for branch in detector.bbox_head.reg_branches:
+            branch[-1].bias[2:] = 0.4
     torch.save({"state_dict": detector.state_dict()}, root / "detector.pth")
     torch.save(tiny_sam().state_dict(), root / "sam_tiny.pth")
     torch.save(box_painting_sam().state_dict(), root / "sam_boxes.pth")
