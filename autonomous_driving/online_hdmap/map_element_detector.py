@@ -181,7 +181,7 @@ class DeformableDetrTransformer(BaseModule):
         self.embed_dims = self.decoder.embed_dims
         self.num_feature_levels = num_feature_levels
         self.coord_dim = coord_dim
-        self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, self.embed_dims))
+        self.level_embeds = nn.Parameter(torch.zeros(num_feature_levels, self.embed_dims))
         self.reference_points_embed = nn.Linear(self.embed_dims, coord_dim)
 
     def init_weights(self) -> None:
