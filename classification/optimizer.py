@@ -105,6 +105,17 @@ def build_param_groups(config: CfgNode, model: nn.Module) -> list[dict]:
     return [groups[k] for k in sorted(groups, key=lambda k: (k[1], k[0]))]
 
 
+def _cpu_fused(groups: list[dict]) -> dict:
+    """``fused=True`` where every parameter is a CPU float32/float64 tensor: torch's fused
+    AdamW updates all of them in one kernel per group, where the default CPU path loops over
+    the parameters in Python (InternImage-T, 630 tensors, 2 threads: 118 -> 31 ms per step).
+    The update is the same formula; elsewhere (CUDA, mixed devices) torch's default stands."""
+    params = [p for group in groups for p in group["params"]]
+    if params and all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params):
+        return {"fused": True}
+    return {}
+
+
 def build_optimizer(
     config: CfgNode, model: nn.Module, *, keep_param_names: bool = True
 ) -> torch.optim.Optimizer:
@@ -119,7 +130,8 @@ def build_optimizer(
             group.pop("param_names")
     name = opt.NAME.lower()
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=config.TRAIN.BASE_LR, eps=opt.EPS, betas=tuple(opt.BETAS))
+        return torch.optim.AdamW(groups, lr=config.TRAIN.BASE_LR, eps=opt.EPS, betas=tuple(opt.BETAS),
+                                 **_cpu_fused(groups))
     if name == "sgd":
         return torch.optim.SGD(
             groups, lr=config.TRAIN.BASE_LR, momentum=opt.MOMENTUM, nesterov=opt.MOMENTUM > 0
