@@ -1,0 +1,121 @@
+"""ops_dcnv3's CPU LayerNorm kernel (layer_norm_last) and the LayerNorm module that uses
+it, against ATen's layer_norm: values, mean/rstd, gradients, every CPU code path, the
+fallbacks (non-contiguous input, tracing, bfloat16 training) and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ops_dcnv3 import kernel_available
+from ops_dcnv3.modules.layers import LayerNorm, build_norm_layer
+
+pytestmark = pytest.mark.skipif(not kernel_available("cpu"), reason="ops_dcnv3 C++ kernels not built")
+
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 1.6e-2}
+
+
+def _isas() -> list[str]:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    isas = ["default"]
+    if " avx2 " in flags and " fma " in flags:
+        isas.append("avx2")
+    if all(f" {f} " in flags for f in ("avx512f", "avx512bw", "avx512vl")):
+        isas.append("avx512")
+    return isas
+
+
+def _inputs(shape, dtype, offset=0.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    channels = shape[-1]
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + offset).to(dtype)
+    weight = torch.randn(channels, generator=gen, dtype=torch.float64).to(dtype)
+    bias = torch.randn(channels, generator=gen, dtype=torch.float64).to(dtype)
+    return x, weight, bias
+
+
+@pytest.mark.parametrize("isa", _isas())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 64), (3, 4, 256), (9, 70), (4, 3), (6, 1), (2, 3, 3, 512)])
+def test_kernel_matches_aten(monkeypatch, isa, dtype, shape):
+    monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+    x, weight, bias = _inputs(shape, dtype, seed=len(shape) * 100 + shape[-1])
+    out, mean, rstd = torch.ops.ops_dcnv3.layer_norm_last(x, weight, bias, 1e-6)
+    ref = F.layer_norm(x.double(), shape[-1:], weight.double(), bias.double(), 1e-6)
+    assert out.dtype == dtype and out.shape == x.shape
+    torch.testing.assert_close(out.double(), ref, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * 8)
+    _, ref_mean, ref_rstd = torch.native_layer_norm(x.double(), shape[-1:], None, None, 1e-6)
+    assert mean.shape == rstd.shape == ref_mean.shape
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=tol, atol=tol)
+    torch.testing.assert_close(rstd.double(), ref_rstd, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_statistics_stay_exact_far_from_zero(dtype):
+    """Rows around 1e4 with unit spread: a plain E[x^2] - E[x]^2 would lose float32's digits."""
+    x, weight, bias = _inputs((64, 96), dtype, offset=1e4)
+    out = torch.ops.ops_dcnv3.layer_norm_last(x, weight, bias, 1e-6)[0]
+    ref = F.layer_norm(x.double(), (96,), weight.double(), bias.double(), 1e-6)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-3 if dtype == torch.float32 else 1e-10,
+                               atol=1e-3 if dtype == torch.float32 else 1e-10)
+
+
+def test_no_affine_and_non_finite_rows():
+    x = torch.randn(5, 40)
+    x[1, 3] = float("nan")
+    x[2, 0] = float("inf")
+    out = torch.ops.ops_dcnv3.layer_norm_last(x, None, None, 1e-5)[0]
+    ref = F.layer_norm(x, (40,), None, None, 1e-5)
+    assert torch.equal(out.isnan(), ref.isnan())
+    torch.testing.assert_close(out[[0, 3, 4]], ref[[0, 3, 4]], rtol=2e-5, atol=2e-5)
+
+
+def test_module_forward_and_gradients_match_nn_layernorm():
+    torch.manual_seed(0)
+    ours, ref = LayerNorm(48, eps=1e-6), torch.nn.LayerNorm(48, eps=1e-6)
+    with torch.no_grad():
+        for p in (ours.weight, ours.bias):
+            p.normal_()
+    ref.load_state_dict(ours.state_dict())  # same parameter names: checkpoints load either way
+    x = torch.randn(2, 6, 6, 48, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    grad = torch.randn(2, 6, 6, 48)
+    ours(x).backward(grad)
+    ref(x_ref).backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_module_gradcheck_float64():
+    norm = LayerNorm(12, eps=1e-5).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, 4, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: norm(x) * w.sum() + b.sum(), (x, norm.weight, norm.bias))
+    assert torch.autograd.gradcheck(lambda x: norm(x).square().sum(), (x,))
+
+
+def test_fallbacks_give_atens_values():
+    norm = build_norm_layer(32, "LN")[0]
+    assert isinstance(norm, LayerNorm) and isinstance(norm, torch.nn.LayerNorm)
+    x = torch.randn(2, 32, 5, 5).permute(0, 2, 3, 1)  # channels-last view, not contiguous
+    torch.testing.assert_close(norm(x), F.layer_norm(x, (32,), norm.weight, norm.bias, norm.eps))
+    traced = torch.jit.trace(norm, torch.randn(2, 5, 5, 32))
+    assert "aten::layer_norm" in str(traced.graph)  # exported graphs keep ATen's op (ONNX LayerNormalization)
+    bf16 = LayerNorm(32).bfloat16()
+    xb = torch.randn(4, 32, dtype=torch.bfloat16, requires_grad=True)
+    bf16(xb).sum().backward()  # bfloat16 training takes ATen's path
+    assert xb.grad is not None and xb.grad.dtype == torch.bfloat16
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(RuntimeError, match="weight and bias must be 1-D of 8 values"):
+        torch.ops.ops_dcnv3.layer_norm_last(torch.randn(3, 8), torch.ones(7), None, 1e-5)
+    with pytest.raises(RuntimeError, match="input must be float64, float32 or bfloat16"):
+        torch.ops.ops_dcnv3.layer_norm_last(torch.ones(3, 8, dtype=torch.int32), None, None, 1e-5)
