@@ -20,7 +20,8 @@ class ToChannelsLast(nn.Module):
 
 def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
     """Whether ops_dcnv3's CPU LayerNorm kernel runs ``norm(x)``: a contiguous CPU tensor
-    normalised over its last axis, float32/float64 (bfloat16 without gradients), outside
+    normalised over its last axis, float32/float64 (bfloat16 without gradients, with
+    bfloat16 or float32 parameters: autocast leaves them float32), outside
     tracing, scripting and compiling (those keep ATen's layer_norm and its ONNX form)."""
     if not (isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.is_contiguous()
             and len(norm.normalized_shape) == 1 and x.dim() >= 1
@@ -29,9 +30,12 @@ def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     params = [p for p in (norm.weight, norm.bias) if p is not None]
-    if any(p.dtype != x.dtype or p.device != x.device for p in params):
-        return False
     wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+    # float32 parameters serve bfloat16 input (autocast) when no gradient is needed
+    mixed_ok = x.dtype == torch.bfloat16 and not wants_grad
+    if any(p.device != x.device or (p.dtype != x.dtype and not (mixed_ok and p.dtype == torch.float32))
+           for p in params):
+        return False
     supported = (torch.float32, torch.float64) + (() if wants_grad else (torch.bfloat16,))
     return x.dtype in supported and hasattr(torch.ops.ops_dcnv3, "layer_norm_last")
 

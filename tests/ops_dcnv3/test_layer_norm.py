@@ -56,6 +56,20 @@ def test_statistics_stay_exact_far_from_zero(dtype):
                                atol=1e-3 if dtype == torch.float32 else 1e-10)
 
 
+def test_bfloat16_input_with_float32_parameters_as_autocast_leaves_them():
+    x, weight, bias = _inputs((6, 5, 96), torch.float32)
+    out = torch.ops.ops_dcnv3.layer_norm_last(x.bfloat16(), weight, bias, 1e-6)[0]
+    assert out.dtype == torch.bfloat16
+    ref = F.layer_norm(x.bfloat16().double(), (96,), weight.double(), bias.double(), 1e-6)
+    torch.testing.assert_close(out.double(), ref, rtol=1.6e-2, atol=5e-2)
+    norm = LayerNorm(96, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        torch.testing.assert_close(norm(x.bfloat16()), out, rtol=0, atol=0)
+
+
 def test_no_affine_and_non_finite_rows():
     x = torch.randn(5, 40)
     x[1, 3] = float("nan")

@@ -16,23 +16,32 @@
 
 #include <cmath>
 #include <tuple>
+#include <utility>
 
 #include "cpu_vec.h"
 
 namespace dcnv3 {
 namespace {
 
+template <int L, size_t... I>
+DCNV3_INLINE Vec<uint16_t, L> odd_halves(Vec<uint16_t, 2 * L> v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, (2 * I + 1)...);
+}
+
 template <typename scalar_t, int L>
 DCNV3_INLINE void store_as(scalar_t* p, Vec<at::opmath_type<scalar_t>, L> v) {
   if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    // float -> bfloat16, rounding to nearest even as c10::BFloat16 does; NaN stays NaN.
+    // float -> bfloat16, rounding to nearest even as c10::BFloat16 does, NaN kept NaN: the
+    // rounded value's high halves, picked by one shuffle (no per-lane narrowing).
     using VU = Vec<uint32_t, L>;
     VU bits;
     std::memcpy(&bits, &v, sizeof(bits));
-    const VU rounded = (bits + (VU{} + 0x7FFFu) + ((bits >> 16) & 1u)) >> 16;
+    const VU rounded = bits + (VU{} + 0x7FFFu) + ((bits >> 16) & 1u);
     const VU is_nan = (VU)(v != v);
-    const VU result = (rounded & ~is_nan) | (is_nan & 0x7FC0u);
-    const Vec<uint16_t, L> narrow = __builtin_convertvector(result, Vec<uint16_t, L>);
+    const VU result = (rounded & ~is_nan) | (is_nan & 0x7FC00000u);
+    Vec<uint16_t, 2 * L> halves;
+    std::memcpy(&halves, &result, sizeof(halves));
+    const Vec<uint16_t, L> narrow = odd_halves<L>(halves, std::make_index_sequence<L>{});
     std::memcpy(p, &narrow, sizeof(narrow));
   } else {
     store<L>(p, v);
@@ -42,8 +51,8 @@ DCNV3_INLINE void store_as(scalar_t* p, Vec<at::opmath_type<scalar_t>, L> v) {
 // Rows [begin, end) of `channels` values each. L lanes per vector; the channel count's
 // remainder (channels % L) runs scalar.
 template <typename scalar_t, int L>
-DCNV3_INLINE void rows(const scalar_t* __restrict x, const scalar_t* __restrict weight,
-                       const scalar_t* __restrict bias, scalar_t* __restrict y,
+DCNV3_INLINE void rows(const scalar_t* __restrict x, const at::opmath_type<scalar_t>* __restrict weight,
+                       const at::opmath_type<scalar_t>* __restrict bias, scalar_t* __restrict y,
                        at::opmath_type<scalar_t>* __restrict mean_out, at::opmath_type<scalar_t>* __restrict rstd_out,
                        int64_t channels, double eps, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -82,8 +91,8 @@ DCNV3_INLINE void rows(const scalar_t* __restrict x, const scalar_t* __restrict 
     }
     for (; c < channels; ++c) {
       acc_t v = (static_cast<acc_t>(row[c]) - mean) * rstd;
-      if (weight != nullptr) v *= static_cast<acc_t>(weight[c]);
-      if (bias != nullptr) v += static_cast<acc_t>(bias[c]);
+      if (weight != nullptr) v *= weight[c];
+      if (bias != nullptr) v += bias[c];
       out[c] = static_cast<scalar_t>(v);
     }
   }
@@ -92,7 +101,8 @@ DCNV3_INLINE void rows(const scalar_t* __restrict x, const scalar_t* __restrict 
 #define DCNV3_LN_VARIANT(NAME, TARGET, BYTES)                                                     \
   template <typename scalar_t>                                                                    \
   __attribute__((target(TARGET), flatten)) void rows_##NAME(                                     \
-      const scalar_t* x, const scalar_t* w, const scalar_t* b, scalar_t* y,                       \
+      const scalar_t* x, const at::opmath_type<scalar_t>* w, const at::opmath_type<scalar_t>* b,   \
+      scalar_t* y,                                                                                \
       at::opmath_type<scalar_t>* mean, at::opmath_type<scalar_t>* rstd, int64_t channels,         \
       double eps, int64_t begin, int64_t end) {                                                   \
     rows<scalar_t, kWide<at::opmath_type<scalar_t>, BYTES>>(x, w, b, y, mean, rstd, channels, eps, \
@@ -105,8 +115,8 @@ DCNV3_LN_VARIANT(avx2, "avx2,fma", 32)
 #undef DCNV3_LN_VARIANT
 
 template <typename scalar_t>
-__attribute__((flatten)) void rows_default(const scalar_t* x, const scalar_t* w, const scalar_t* b,
-                                           scalar_t* y, at::opmath_type<scalar_t>* mean,
+__attribute__((flatten)) void rows_default(const scalar_t* x, const at::opmath_type<scalar_t>* w,
+                                           const at::opmath_type<scalar_t>* b, scalar_t* y, at::opmath_type<scalar_t>* mean,
                                            at::opmath_type<scalar_t>* rstd, int64_t channels,
                                            double eps, int64_t begin, int64_t end) {
   rows<scalar_t, kWide<at::opmath_type<scalar_t>, 16>>(x, w, b, y, mean, rstd, channels, eps, begin, end);
@@ -121,29 +131,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
   const auto dtype = input.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
               "layer_norm_last: input must be float64, float32 or bfloat16, got ", dtype);
+  // Parameters in the input's dtype, or float32 for bfloat16 input (autocast keeps them
+  // float32); the kernel reads them in the accumulation type.
+  const auto stat_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
   for (const auto* param : {&weight, &bias}) {
     if (param->has_value()) {
-      TORCH_CHECK((*param)->dim() == 1 && (*param)->size(0) == channels && (*param)->scalar_type() == dtype,
+      const auto param_dtype = (*param)->scalar_type();
+      TORCH_CHECK((*param)->dim() == 1 && (*param)->size(0) == channels &&
+                      (param_dtype == dtype || (dtype == at::kBFloat16 && param_dtype == at::kFloat)),
                   "layer_norm_last: weight and bias must be 1-D of ", channels, " values of the input's dtype ",
-                  dtype, ", got shape ", (*param)->sizes(), " dtype ", (*param)->scalar_type());
+                  dtype, " (or float32 for bfloat16 input), got shape ", (*param)->sizes(), " dtype ", param_dtype);
     }
   }
   const at::Tensor x = input.contiguous();
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const at::Tensor w = weight.has_value() ? weight->to(stat_dtype).contiguous() : at::Tensor();
+  const at::Tensor b = bias.has_value() ? bias->to(stat_dtype).contiguous() : at::Tensor();
   at::Tensor output = at::empty_like(x);
   auto stat_sizes = x.sizes().vec();
   stat_sizes.back() = 1;
-  const auto stat_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor mean = at::empty(stat_sizes, x.options().dtype(stat_dtype));
   at::Tensor rstd = at::empty(stat_sizes, x.options().dtype(stat_dtype));
   const int64_t row_count = x.numel() / channels;
-  const Isa isa = active_isa();
+  const Isa isa = streaming_isa();
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "layer_norm_last_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* wp = w.defined() ? w.const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
+    const acc_t* wp = w.defined() ? w.const_data_ptr<acc_t>() : nullptr;
+    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = output.mutable_data_ptr<scalar_t>();
     acc_t* mp = mean.mutable_data_ptr<acc_t>();
     acc_t* rp = rstd.mutable_data_ptr<acc_t>();
