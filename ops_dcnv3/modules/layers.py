@@ -3,9 +3,13 @@ norm/activation builders whose Sequential wrapping fixes checkpoint parameter pa
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..ops import extension_available
 
 
 class ToChannelsFirst(nn.Module):
@@ -18,16 +22,20 @@ class ToChannelsLast(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
+def _eager_on_cpu(x: object) -> bool:
+    """``x`` is a CPU tensor seen eagerly: not under tracing, scripting or compiling (those
+    keep ATen's ops and their ONNX forms), not an FX proxy."""
+    return (isinstance(x, torch.Tensor) and x.device.type == "cpu" and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+
+
 def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
     """Whether ops_dcnv3's CPU LayerNorm kernel runs ``norm(x)``: a contiguous CPU tensor
     normalised over its last axis, float32/float64 (bfloat16 without gradients, with
     bfloat16 or float32 parameters: autocast leaves them float32), outside
     tracing, scripting and compiling (those keep ATen's layer_norm and its ONNX form)."""
-    if not (isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.is_contiguous()
-            and len(norm.normalized_shape) == 1 and x.dim() >= 1
+    if not (_eager_on_cpu(x) and x.is_contiguous() and len(norm.normalized_shape) == 1 and x.dim() >= 1
             and x.shape[-1] == norm.normalized_shape[0] and x.shape[-1] > 0):
-        return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     params = [p for p in (norm.weight, norm.bias) if p is not None]
     wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
@@ -37,7 +45,12 @@ def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
            for p in params):
         return False
     supported = (torch.float32, torch.float64) + (() if wants_grad else (torch.bfloat16,))
-    return x.dtype in supported and hasattr(torch.ops.ops_dcnv3, "layer_norm_last")
+    return x.dtype in supported and _layer_norm_kernel_built()
+
+
+@functools.cache
+def _layer_norm_kernel_built() -> bool:
+    return extension_available() and hasattr(torch.ops.ops_dcnv3, "layer_norm_last")
 
 
 class _LayerNormLast(torch.autograd.Function):
@@ -56,8 +69,7 @@ class _LayerNormLast(torch.autograd.Function):
         x, weight, bias, mean, rstd = ctx.saved_tensors
         grads = torch.ops.aten.native_layer_norm_backward(
             grad.contiguous(), x, [x.shape[-1]], mean, rstd, weight, bias,
-            [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
-             bias is not None and ctx.needs_input_grad[2]])
+            list(ctx.needs_input_grad[:3]))  # False for an absent weight or bias
         return (*grads, None)
 
 
@@ -121,8 +133,7 @@ def _fused_cpu_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype one fused oneDNN linear call runs in for ``x``: float32 on CPU float32
     inference, bfloat16 under CPU bfloat16 autocast; None where the plain path runs
     (training, tracing, compiling, other devices and dtypes)."""
-    if not (_ONEDNN_LINEAR and x.device.type == "cpu" and not torch.is_grad_enabled()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
+    if not (_ONEDNN_LINEAR and _eager_on_cpu(x) and not torch.is_grad_enabled()):
         return None
     if torch.is_autocast_enabled("cpu"):
         bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16

@@ -155,13 +155,16 @@ Isa detect_isa() {
 Isa detect_isa() { return Isa::kDefault; }
 #endif
 
-// The gather kernels' choice: AVX2 unless DCNV3_CPU_ISA names another one this CPU has. AVX-512 measured no faster
-// here (Zen 4: the kernels are bound by gathers and latency, not vector width), and
-// 32-byte vectors suit the common group widths (16, 32 channels) well.
-Isa active_isa() {
+// The ISA a kernel runs: DCNV3_CPU_ISA where set (one this CPU has), else the widest the
+// CPU has up to `preferred`. The gather kernels (DCNv3, MSDA) prefer AVX2: AVX-512 measured
+// no faster there (Zen 4: bound by gathers and latency, not vector width), and 32-byte
+// vectors suit the common group widths (16, 32 channels). Streaming kernels (LayerNorm:
+// contiguous rows) prefer AVX-512: on an AVX-512 Xeon, float32 rows ran 12 % and bfloat16
+// rows 40 % faster than with AVX2 (AVX2 has no one-instruction narrowing).
+Isa active_isa(Isa preferred = Isa::kAvx2) {
   static const Isa supported = detect_isa();
   const char* forced = std::getenv("DCNV3_CPU_ISA");
-  if (forced == nullptr || *forced == '\0') return std::min(supported, Isa::kAvx2);
+  if (forced == nullptr || *forced == '\0') return std::min(supported, preferred);
   const std::string name(forced);
   Isa want;
   if (name == "default") want = Isa::kDefault;
@@ -171,16 +174,6 @@ Isa active_isa() {
   TORCH_CHECK(static_cast<int>(want) <= static_cast<int>(supported), "DCNV3_CPU_ISA=", name,
               " is not supported by this CPU");
   return want;
-}
-
-// Streaming kernels (LayerNorm: contiguous rows, no gathers) take the widest vectors the
-// CPU has unless DCNV3_CPU_ISA names a path: on an AVX-512 Xeon, float32 rows ran 12 % and
-// bfloat16 rows 40 % faster than with AVX2 (AVX2 has no one-instruction narrowing).
-[[maybe_unused]] Isa streaming_isa() {
-  static const Isa widest = detect_isa();
-  const char* forced = std::getenv("DCNV3_CPU_ISA");
-  if (forced == nullptr || *forced == '\0') return widest;
-  return active_isa();
 }
 
 }  // namespace

@@ -13,7 +13,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -494,9 +493,17 @@ int groups_per_task(const Geometry& g, int64_t batch) {
 }
 
 // ---------------------------------------------------------------- ATen entry points
+// bfloat16 and float16 compute in float32 copies; the dtype check comes first, since the
+// copies would hide a mismatch from prepare_forward/prepare_backward.
+bool computes_in_float32(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask) {
+  TORCH_CHECK(offset.scalar_type() == input.scalar_type() && mask.scalar_type() == input.scalar_type(),
+              "dcnv3: input, offset and mask must share a dtype");
+  return input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
+}
+
 at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset,
                              const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS) {
-  if (input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16) {
+  if (computes_in_float32(input, offset, mask)) {
     return dcnv3_forward_cpu(input.to(at::kFloat), offset.to(at::kFloat), mask.to(at::kFloat),
                              DCNV3_GEOMETRY_ARGS)
         .to(input.scalar_type());
@@ -517,7 +524,7 @@ at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& offset,
     const at::Tensor& mask, DCNV3_GEOMETRY_PARAMS) {
-  if (input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16) {
+  if (computes_in_float32(input, offset, mask)) {
     const auto dtype = input.scalar_type();
     auto [gi, go, gm] = dcnv3_backward_cpu(
         grad_output.to(at::kFloat), input.to(at::kFloat), offset.to(at::kFloat),

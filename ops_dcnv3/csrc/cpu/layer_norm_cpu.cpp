@@ -152,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
   at::Tensor mean = at::empty(stat_sizes, x.options().dtype(stat_dtype));
   at::Tensor rstd = at::empty(stat_sizes, x.options().dtype(stat_dtype));
   const int64_t row_count = x.numel() / channels;
-  const Isa isa = streaming_isa();
+  const Isa isa = active_isa(Isa::kAvx512);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "layer_norm_last_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
