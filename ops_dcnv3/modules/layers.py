@@ -54,23 +54,23 @@ def _layer_norm_kernel_built() -> bool:
 
 
 class _LayerNormLast(torch.autograd.Function):
-    """The kernel's forward; the gradients are ATen's own (native_layer_norm_backward, fed
-    the kernel's mean and 1/std, which have native_layer_norm's shapes and dtypes)."""
+    """The kernel's forward and backward (float64/float32; the weight and bias gradients
+    are summed per fixed block of rows, so they do not depend on the thread count)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
         out, mean, rstd = torch.ops.ops_dcnv3.layer_norm_last(x, weight, bias, eps)
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.save_for_backward(x, weight, mean, rstd)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, weight, bias, mean, rstd = ctx.saved_tensors
-        grads = torch.ops.aten.native_layer_norm_backward(
-            grad.contiguous(), x, [x.shape[-1]], mean, rstd, weight, bias,
-            list(ctx.needs_input_grad[:3]))  # False for an absent weight or bias
-        return (*grads, None)
+        x, weight, mean, rstd = ctx.saved_tensors
+        grad_x, grad_w, grad_b = torch.ops.ops_dcnv3.layer_norm_last_backward(grad, x, mean, rstd, weight)
+        wanted = ctx.needs_input_grad  # False for an absent weight or bias
+        return (grad_x if wanted[0] else None, grad_w if wanted[1] else None,
+                grad_b if wanted[2] else None, None)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -125,3 +125,56 @@ def test_bad_parameters_are_named():
         torch.ops.ops_dcnv3.layer_norm_last(torch.randn(3, 8), torch.ones(7), None, 1e-5)
     with pytest.raises(RuntimeError, match="input must be float64, float32 or bfloat16"):
         torch.ops.ops_dcnv3.layer_norm_last(torch.ones(3, 8, dtype=torch.int32), None, None, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 64), (9, 70), (4, 3), (6, 1), (300, 24), (2, 3, 3, 512)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_backward_kernel_matches_aten(monkeypatch, cpu_isas, dtype, shape, affine):
+    x, weight, bias = _inputs(shape, dtype, offset=2.0, seed=shape[-1])
+    grad = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(dtype)
+    weight = weight if affine else None
+    _, mean, rstd = torch.ops.ops_dcnv3.layer_norm_last(x, weight, bias if affine else None, 1e-6)
+    ref = torch.ops.aten.native_layer_norm_backward(
+        grad.double(), x.double(), shape[-1:], mean.double(), rstd.double(),
+        None if weight is None else weight.double(), None, [True, False, False])
+    ref_w = (grad.double() * (x.double() - mean.double()) * rstd.double()).reshape(-1, shape[-1]).sum(0)
+    tol = 1e-10 if dtype == torch.float64 else 2e-4
+    for isa in cpu_isas:
+        monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+        grad_x, grad_w, grad_b = torch.ops.ops_dcnv3.layer_norm_last_backward(grad, x, mean, rstd, weight)
+        assert grad_x.dtype == grad_w.dtype == grad_b.dtype == dtype
+        torch.testing.assert_close(grad_x.double(), ref[0], rtol=tol, atol=tol)
+        torch.testing.assert_close(grad_w.double(), ref_w, rtol=tol, atol=tol * shape[0])
+        torch.testing.assert_close(grad_b.double(), grad.double().reshape(-1, shape[-1]).sum(0),
+                                   rtol=tol, atol=tol * shape[0])
+
+
+def test_backward_parameter_gradients_do_not_depend_on_threads():
+    x, weight, bias = _inputs((8, 28, 28, 128), torch.float32)
+    grad = torch.randn(x.shape)
+    _, mean, rstd = torch.ops.ops_dcnv3.layer_norm_last(x, weight, bias, 1e-6)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.ops_dcnv3.layer_norm_last_backward(grad, x, mean, rstd, weight)
+        torch.set_num_threads(2)
+        two = torch.ops.ops_dcnv3.layer_norm_last_backward(grad, x, mean, rstd, weight)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def test_backward_bad_input_is_named():
+    x = torch.randn(4, 8)
+    stats = torch.ops.ops_dcnv3.layer_norm_last(x, None, None, 1e-5)
+    with pytest.raises(RuntimeError, match="grad_output must match the input"):
+        torch.ops.ops_dcnv3.layer_norm_last_backward(torch.randn(4, 7), x, stats[1], stats[2], None)
+    with pytest.raises(RuntimeError, match="mean and rstd must hold one"):
+        torch.ops.ops_dcnv3.layer_norm_last_backward(torch.randn(4, 8), x, stats[1][:2], stats[2], None)
+    with pytest.raises(RuntimeError, match="weight must be 1-D of 8"):
+        torch.ops.ops_dcnv3.layer_norm_last_backward(torch.randn(4, 8), x, stats[1], stats[2], torch.ones(3))
+    with pytest.raises(RuntimeError, match="input must be float64 or float32"):
+        xb = x.bfloat16()
+        torch.ops.ops_dcnv3.layer_norm_last_backward(xb, xb, stats[1], stats[2], None)

@@ -6,8 +6,12 @@
 // Here a row is read once into vector accumulators (sum and sum of squared deviations from
 // the row's first value, which keeps the variance exact for rows far from zero), then
 // written normalised; rows run in parallel. float64, float32 and bfloat16 (statistics in
-// float32). Returns (output, mean, rstd) shaped as ATen's native_layer_norm returns them,
-// so its native_layer_norm_backward serves the gradients.
+// float32). Returns (output, mean, rstd) shaped as ATen's native_layer_norm returns them.
+//
+// The backward (float64, float32) reads each row twice while it is in L1: once for the two
+// row sums of the input gradient, once to write it. The weight/bias gradients are summed
+// per block of rows into a (blocks, 2, C) scratch, the blocks fixed by the row count alone
+// (not the thread count), so the result does not depend on the threads.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -179,7 +183,150 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
   return {output, mean, rstd};
 }
 
+
+// ---------------------------------------------------------------- backward
+// Rows [begin, end): grad_input, and this block's sums of dy * xhat and dy into part_w and
+// part_b (C values each, zeroed by the caller).
+template <typename acc_t, int L>
+DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restrict x,
+                                const acc_t* __restrict mean, const acc_t* __restrict rstd,
+                                const acc_t* __restrict weight, acc_t* __restrict dx,
+                                acc_t* __restrict part_w, acc_t* __restrict part_b, int64_t channels,
+                                int64_t begin, int64_t end) {
+  using V = Vec<acc_t, L>;
+  const int64_t whole = channels / L * L;
+  const acc_t inv_n = acc_t(1) / static_cast<acc_t>(channels);
+  for (int64_t r = begin; r < end; ++r) {
+    const acc_t* g_row = dy + r * channels;
+    const acc_t* x_row = x + r * channels;
+    const acc_t m = mean[r], s = rstd[r];
+    V sum_g{}, sum_gx{};
+    int64_t c = 0;
+    for (; c < whole; c += L) {
+      const V g = load<L, acc_t>(g_row + c);
+      const V xhat = (load<L, acc_t>(x_row + c) - m) * s;
+      const V gw = weight != nullptr ? g * load<L, acc_t>(weight + c) : g;
+      sum_g += gw;
+      sum_gx += gw * xhat;
+      store<L>(part_w + c, load<L, acc_t>(part_w + c) + g * xhat);
+      store<L>(part_b + c, load<L, acc_t>(part_b + c) + g);
+    }
+    acc_t a = horizontal_sum<L, acc_t>(sum_g), b = horizontal_sum<L, acc_t>(sum_gx);
+    for (; c < channels; ++c) {
+      const acc_t g = g_row[c], xhat = (x_row[c] - m) * s;
+      const acc_t gw = weight != nullptr ? g * weight[c] : g;
+      a += gw;
+      b += gw * xhat;
+      part_w[c] += g * xhat;
+      part_b[c] += g;
+    }
+    a *= inv_n;
+    b *= inv_n;
+    acc_t* out = dx + r * channels;
+    for (c = 0; c < whole; c += L) {
+      const V g = load<L, acc_t>(g_row + c);
+      const V xhat = (load<L, acc_t>(x_row + c) - m) * s;
+      const V gw = weight != nullptr ? g * load<L, acc_t>(weight + c) : g;
+      store<L>(out + c, (gw - a - xhat * b) * s);
+    }
+    for (; c < channels; ++c) {
+      const acc_t xhat = (x_row[c] - m) * s;
+      const acc_t gw = weight != nullptr ? g_row[c] * weight[c] : g_row[c];
+      out[c] = (gw - a - xhat * b) * s;
+    }
+  }
+}
+
+#define DCNV3_LN_BACKWARD_VARIANT(NAME, TARGET, BYTES)                                             \
+  template <typename acc_t>                                                                       \
+  __attribute__((target(TARGET), flatten)) void rows_backward_##NAME(                             \
+      const acc_t* dy, const acc_t* x, const acc_t* mean, const acc_t* rstd, const acc_t* w,       \
+      acc_t* dx, acc_t* pw, acc_t* pb, int64_t channels, int64_t begin, int64_t end) {             \
+    rows_backward<acc_t, kWide<acc_t, BYTES>>(dy, x, mean, rstd, w, dx, pw, pb, channels, begin, end); \
+  }
+#if defined(__x86_64__) && defined(__GNUC__)
+DCNV3_LN_BACKWARD_VARIANT(avx512, "avx512f,avx512bw,avx512vl,avx2,fma", 64)
+DCNV3_LN_BACKWARD_VARIANT(avx2, "avx2,fma", 32)
+#endif
+#undef DCNV3_LN_BACKWARD_VARIANT
+
+template <typename acc_t>
+__attribute__((flatten)) void rows_backward_default(const acc_t* dy, const acc_t* x, const acc_t* mean,
+                                                    const acc_t* rstd, const acc_t* w, acc_t* dx, acc_t* pw,
+                                                    acc_t* pb, int64_t channels, int64_t begin, int64_t end) {
+  rows_backward<acc_t, kWide<acc_t, 16>>(dy, x, mean, rstd, w, dx, pw, pb, channels, begin, end);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
+    const at::Tensor& rstd, const std::optional<at::Tensor>& weight) {
+  const auto dtype = input.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "layer_norm_last_backward: input must be float64 or float32, got ", dtype);
+  TORCH_CHECK(input.dim() >= 1 && input.size(-1) > 0,
+              "layer_norm_last_backward: input needs a non-empty last axis, got shape ", input.sizes());
+  TORCH_CHECK(grad_output.sizes() == input.sizes() && grad_output.scalar_type() == dtype,
+              "layer_norm_last_backward: grad_output must match the input (shape ", input.sizes(),
+              ", dtype ", dtype, "), got shape ", grad_output.sizes(), " dtype ", grad_output.scalar_type());
+  const int64_t channels = input.size(-1);
+  const int64_t row_count = input.numel() / channels;
+  for (const auto* stat : {&mean, &rstd}) {
+    TORCH_CHECK(stat->numel() == row_count && stat->scalar_type() == dtype,
+                "layer_norm_last_backward: mean and rstd must hold one ", dtype, " value per row (",
+                row_count, "), got shape ", stat->sizes(), " dtype ", stat->scalar_type());
+  }
+  if (weight.has_value()) {
+    TORCH_CHECK(weight->dim() == 1 && weight->size(0) == channels && weight->scalar_type() == dtype,
+                "layer_norm_last_backward: weight must be 1-D of ", channels, " ", dtype,
+                " values, got shape ", weight->sizes(), " dtype ", weight->scalar_type());
+  }
+  const at::Tensor dy = grad_output.contiguous(), x = input.contiguous();
+  const at::Tensor m = mean.contiguous(), r = rstd.contiguous();
+  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
+  at::Tensor grad_input = at::empty_like(x);
+  // Fixed blocks of rows (64 at most, 16 rows at least), each summing its own share of the
+  // parameter gradients.
+  const int64_t blocks = std::clamp<int64_t>((row_count + 15) / 16, 1, 64);
+  const int64_t rows_per_block = (row_count + blocks - 1) / blocks;
+  at::Tensor partial = at::zeros({blocks, 2, channels}, x.options());
+  const Isa isa = active_isa(Isa::kAvx512);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "layer_norm_last_backward_cpu", [&] {
+    const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* mp = m.const_data_ptr<scalar_t>();
+    const scalar_t* rp = r.const_data_ptr<scalar_t>();
+    const scalar_t* wp = w.defined() ? w.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* dxp = grad_input.mutable_data_ptr<scalar_t>();
+    scalar_t* pp = partial.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+      for (int64_t block = first; block < last; ++block) {
+        const int64_t begin = block * rows_per_block;
+        const int64_t end = std::min(row_count, begin + rows_per_block);
+        scalar_t* pw = pp + block * 2 * channels;
+        scalar_t* pb = pw + channels;
+        switch (isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+          case Isa::kAvx512:
+            rows_backward_avx512<scalar_t>(dyp, xp, mp, rp, wp, dxp, pw, pb, channels, begin, end);
+            break;
+          case Isa::kAvx2:
+            rows_backward_avx2<scalar_t>(dyp, xp, mp, rp, wp, dxp, pw, pb, channels, begin, end);
+            break;
+#endif
+          default:
+            rows_backward_default<scalar_t>(dyp, xp, mp, rp, wp, dxp, pw, pb, channels, begin, end);
+        }
+      }
+    });
+  });
+  const at::Tensor sums = partial.sum(0);  // (2, C): dy * xhat, dy
+  return {grad_input, sums[0], sums[1]};
+}
+
 }  // namespace
 }  // namespace dcnv3
 
-TORCH_LIBRARY_IMPL(ops_dcnv3, CPU, m) { m.impl("layer_norm_last", &dcnv3::layer_norm_last_cpu); }
+TORCH_LIBRARY_IMPL(ops_dcnv3, CPU, m) {
+  m.impl("layer_norm_last", &dcnv3::layer_norm_last_cpu);
+  m.impl("layer_norm_last_backward", &dcnv3::layer_norm_last_backward_cpu);
+}
