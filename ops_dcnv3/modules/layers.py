@@ -141,6 +141,48 @@ def _fused_cpu_dtype(x: torch.Tensor) -> torch.dtype | None:
     return torch.float32 if x.dtype == torch.float32 else None
 
 
+class _LinearGELU(torch.autograd.Function):
+    """gelu(x @ weight.T + bias) for CPU training. The kernel writes the GELU and, over the
+    pre-activation (which nothing else needs), its derivative; the backward is then one
+    product instead of ATen's gelu_backward, which evaluates erf and exp again."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        flat = x.reshape(-1, x.shape[-1])
+        pre = torch.addmm(bias, flat, weight.t()) if bias is not None else flat.mm(weight.t())
+        out = torch.ops.ops_dcnv3.gelu_with_derivative_(pre)
+        ctx.save_for_backward(x, weight, pre)  # pre now holds gelu'(pre)
+        ctx.has_bias = bias is not None
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight, derivative = ctx.saved_tensors
+        grad_pre = grad.reshape(derivative.shape) * derivative
+        grad_x = grad_pre.mm(weight).view(x.shape) if ctx.needs_input_grad[0] else None
+        grad_w = grad_pre.t().mm(x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        grad_b = grad_pre.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def _gelu_kernel_trains(x: torch.Tensor, layer: nn.Linear) -> bool:
+    """Whether ``linear(x, layer, gelu=True)`` trains through _LinearGELU: gradients wanted,
+    float32/float64 on CPU, eagerly, the weights in the input's dtype (not under autocast,
+    whose bfloat16 products take the plain path)."""
+    params = [p for p in (layer.weight, layer.bias) if p is not None]
+    return (torch.is_grad_enabled() and _eager_on_cpu(x) and x.dtype in (torch.float32, torch.float64)
+            and (x.requires_grad or any(p.requires_grad for p in params))
+            and not torch.is_autocast_enabled("cpu") and all(p.dtype == x.dtype and p.device == x.device
+                                                             for p in params)
+            and _gelu_kernel_built())
+
+
+@functools.cache
+def _gelu_kernel_built() -> bool:
+    return extension_available() and hasattr(torch.ops.ops_dcnv3, "gelu_with_derivative_")
+
+
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """``layer(x)``, then exact GELU with ``gelu`` or ``residual +`` with ``residual``.
@@ -150,9 +192,12 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
     first copies the broadcast bias into its output, and each separate pass over the
     activations (GELU, the residual add) costs about a third of the product on the
     small-channel levels. Training, tracing, export and other devices/dtypes take the plain
-    path (the same values up to rounding)."""
+    path (the same values up to rounding); CPU training with ``gelu`` takes _LinearGELU.
+    """
     if gelu and residual is not None:
         raise ValueError("linear: pass gelu or residual, not both")
+    if gelu and _gelu_kernel_trains(x, layer):
+        return _LinearGELU.apply(x, layer.weight, layer.bias)
     dtype = _fused_cpu_dtype(x)
     if dtype is None or (residual is not None and not residual.is_contiguous()):
         out = F.linear(x, layer.weight, layer.bias)

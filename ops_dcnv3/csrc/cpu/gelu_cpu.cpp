@@ -1,0 +1,128 @@
+// CPU kernel of ops_dcnv3::gelu_with_derivative_: y = x * Phi(x) and, in place of x,
+// y' = Phi(x) + x * phi(x) (Phi, phi: the standard normal's distribution and density).
+//
+// float32 runs in vectors: phi by exp (2^k * e^r, |r| <= ln2 / 2, degree-7 Taylor), the
+// normal tail Q(|x|) = phi(x) * M(|x|) with M, the Mills ratio, as t * poly(2t - 1),
+// t = 1 / (1 + 0.4 |x|) (a least-squares fit of our own over 0 <= |x| <= 14: relative error
+// 2.6e-8 in exact arithmetic, ~3e-7 in float32), and Phi = 1 - Q or Q by the sign, so that
+// the negative side keeps its relative precision. One pass over the values; no erf. float64
+// takes std::erfc and std::exp per value.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "cpu_vec.h"
+
+namespace dcnv3 {
+namespace {
+
+constexpr float kMills[] = {0.70853022416881672f,    0.43484195459687813f,   0.13233703298301061f,
+                            -0.0092625175863567822f, -0.01643048053379877f,  0.0016191826098510532f,
+                            0.0025296442321477196f,  -0.00072125853441093197f, -0.00029867258264262017f,
+                            0.00018776030375668493f, -1.8699568673827661e-05f};
+constexpr float kInvSqrt2Pi = 0.398942280401432678f;
+
+template <int L>
+DCNV3_INLINE void gelu_block(float* __restrict x, float* __restrict y) {
+  using V = Vec<float, L>;
+  using VI = Vec<int32_t, L>;
+  const V v = load<L, float>(x);
+  const V z = v < 0.0f ? -v : v;
+  const V a = -0.5f * z * z;
+  // e^a = 2^k e^r; k rounded to nearest by the 1.5 * 2^23 shift (exact for |k| < 2^22).
+  const V k = (a * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const V r = (a - k * 0.693359375f) - k * -2.12194440e-4f;  // ln 2 in two parts
+  V p = r * (1.0f / 5040) + (1.0f / 720);
+  p = p * r + (1.0f / 120);
+  p = p * r + (1.0f / 24);
+  p = p * r + (1.0f / 6);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const VI bits = (__builtin_convertvector(k, VI) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  // Below e^-80 the tail Q is under 6e-37: zero, rather than denormal arithmetic.
+  const V phi = a < -80.0f ? V{} : p * scale * kInvSqrt2Pi;
+  const V t = 1.0f / (1.0f + 0.4f * z);
+  const V u = 2.0f * t - 1.0f;
+  V m = V{} + kMills[10];
+  for (int i = 9; i >= 0; --i) m = m * u + kMills[i];
+  const V q = phi * t * m;
+  const V cdf = v < 0.0f ? q : 1.0f - q;
+  store<L>(y, v * cdf);
+  store<L>(x, cdf + v * phi);
+}
+
+template <int L>
+DCNV3_INLINE void gelu_range(float* x, float* y, int64_t begin, int64_t end) {
+  int64_t i = begin;
+  for (; i + L <= end; i += L) gelu_block<L>(x + i, y + i);
+  if (i < end) {  // the tail through a zero-padded block: the same arithmetic for every value
+    float xs[L] = {}, ys[L];
+    std::memcpy(xs, x + i, (end - i) * sizeof(float));
+    gelu_block<L>(xs, ys);
+    std::memcpy(x + i, xs, (end - i) * sizeof(float));
+    std::memcpy(y + i, ys, (end - i) * sizeof(float));
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), flatten)) void gelu_avx512(
+    float* x, float* y, int64_t begin, int64_t end) {
+  gelu_range<16>(x, y, begin, end);
+}
+__attribute__((target("avx2,fma"), flatten)) void gelu_avx2(float* x, float* y, int64_t begin, int64_t end) {
+  gelu_range<8>(x, y, begin, end);
+}
+#endif
+__attribute__((flatten)) void gelu_default(float* x, float* y, int64_t begin, int64_t end) {
+  gelu_range<4>(x, y, begin, end);
+}
+
+at::Tensor gelu_with_derivative_cpu(at::Tensor& input) {
+  const auto dtype = input.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "gelu_with_derivative_: input must be float32 or float64, got ", dtype);
+  TORCH_CHECK(input.is_contiguous(), "gelu_with_derivative_: input must be contiguous (it is overwritten "
+              "in place), got strides ", input.strides());
+  at::Tensor output = at::empty_like(input);
+  const int64_t n = input.numel();
+  if (dtype == at::kDouble) {
+    double* x = input.mutable_data_ptr<double>();
+    double* y = output.mutable_data_ptr<double>();
+    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const double v = x[i];
+        const double cdf = 0.5 * std::erfc(-v * M_SQRT1_2);
+        y[i] = v * cdf;
+        x[i] = cdf + v * std::exp(-0.5 * v * v) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
+      }
+    });
+    return output;
+  }
+  float* x = input.mutable_data_ptr<float>();
+  float* y = output.mutable_data_ptr<float>();
+  const Isa isa = active_isa(Isa::kAvx512);
+  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+    switch (isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+      case Isa::kAvx512:
+        return gelu_avx512(x, y, begin, end);
+      case Isa::kAvx2:
+        return gelu_avx2(x, y, begin, end);
+#endif
+      default:
+        return gelu_default(x, y, begin, end);
+    }
+  });
+  return output;
+}
+
+}  // namespace
+}  // namespace dcnv3
+
+TORCH_LIBRARY_IMPL(ops_dcnv3, CPU, m) { m.impl("gelu_with_derivative_", &dcnv3::gelu_with_derivative_cpu); }
