@@ -12,7 +12,7 @@ from torch import nn
 
 from ..ops import dcnv3
 from ..reference import dcnv3_core_pytorch
-from .layers import build_act_layer, build_norm_layer, linear
+from .layers import build_act_layer, build_norm_layer, linear, mask_softmax
 
 IM2COL_STEP = 256
 
@@ -35,6 +35,7 @@ def _layout_message(module: str, shape: tuple[int, ...], channels: int) -> str:
 
 class _DCNv3Base(nn.Module):
     core: Callable[..., torch.Tensor]
+    softmax_kernel = False  # ops_dcnv3's mask softmax kernel where it serves (see _mask_softmax)
 
     def __init__(self, channels: int = 64, kernel_size: int = 3, dw_kernel_size: int | None = None,
                  stride: int = 1, pad: int = 1, dilation: int = 1, group: int = 4,
@@ -96,8 +97,8 @@ class _DCNv3Base(nn.Module):
         value = linear(input, self.input_proj)
         query = self.dw_conv(input.permute(0, 3, 1, 2))
         offset = linear(query, self.offset)
-        # Made contiguous here, once: the kernel would copy the transposed mask in the forward
-        # and again (the saved tensor) in the backward.
+        # Contiguous here, once: the kernel would copy a transposed mask in the forward and
+        # again (the saved tensor) in the backward.
         mask = self._mask_softmax(query).to(value.dtype).contiguous().view(n, h, w, -1)
         k = self.kernel_size
         out = type(self).core(
@@ -114,12 +115,16 @@ class _DCNv3Base(nn.Module):
     def _mask_softmax(self, query: torch.Tensor) -> torch.Tensor:
         """softmax(mask(query)) over each group's points, as (N*H*W, group*P).
 
-        Computed transposed, (group, P, pixels), so the softmax runs over an outer
-        dimension with the long pixel axis innermost; over the 9-long innermost axis of
-        the natural layout it is several times slower."""
+        The logits are the transposed product, (group*P, pixels): the softmax then runs
+        with the long pixel axis innermost (over the 9-long innermost axis of the natural
+        layout, ATen's softmax is several times slower). DCNv3 takes ops_dcnv3's mask
+        softmax kernel on CPU, which also writes the (pixels, group*P) layout;
+        DCNv3_pytorch keeps ATen's ops throughout."""
         weight, bias = self.mask.weight, self.mask.bias
         pixels = query.reshape(-1, query.shape[-1])
         logits = torch.addmm(bias.unsqueeze(1), weight, pixels.t())  # bias in the product, no extra pass
+        if self.softmax_kernel:
+            return mask_softmax(logits, self.group)
         points = weight.shape[0] // self.group
         mask = logits.view(self.group, points, -1).softmax(dim=1)
         return mask.view(self.group * points, -1).t()
@@ -129,6 +134,7 @@ class DCNv3(_DCNv3Base):
     """DCNv3 on the compiled kernel of the input's device (reference where none)."""
 
     core = staticmethod(dcnv3)
+    softmax_kernel = True
 
 
 class DCNv3_pytorch(_DCNv3Base):  # noqa: N801  (published name)

@@ -73,6 +73,44 @@ class _LayerNormLast(torch.autograd.Function):
                 grad_b if wanted[2] else None, None)
 
 
+class _MaskSoftmax(torch.autograd.Function):
+    """ops_dcnv3's mask softmax and its backward (float32/float64 CPU)."""
+
+    @staticmethod
+    def forward(ctx, logits, group):
+        mask = torch.ops.ops_dcnv3.mask_softmax(logits, group)
+        ctx.save_for_backward(mask)
+        ctx.group = group
+        return mask
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return torch.ops.ops_dcnv3.mask_softmax_backward(grad, mask, ctx.group), None
+
+
+def mask_softmax(logits: torch.Tensor, group: int) -> torch.Tensor:
+    """DCNv3's modulation mask from logits laid out (group * P, pixels): the softmax over each
+    group's P points, as a contiguous (pixels, group * P) tensor.
+
+    On CPU (float32/float64, eagerly) one kernel pass does the softmax and the transposition;
+    elsewhere (and where tracing, exporting or compiling) it is ATen's softmax over the
+    outer points axis, then a transposing copy."""
+    if (_eager_on_cpu(logits) and logits.dtype in (torch.float32, torch.float64)
+            and _mask_softmax_kernel_built()):
+        if torch.is_grad_enabled() and logits.requires_grad:
+            return _MaskSoftmax.apply(logits, group)
+        return torch.ops.ops_dcnv3.mask_softmax(logits, group)
+    mask = logits.view(group, logits.shape[0] // group, -1).softmax(dim=1)
+    return mask.view(logits.shape[0], -1).t().contiguous()
+
+
+@functools.cache
+def _mask_softmax_kernel_built() -> bool:
+    return extension_available() and hasattr(torch.ops.ops_dcnv3, "mask_softmax")
+
+
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` (same parameters, same values up to rounding) that runs ops_dcnv3's
     CPU kernel on channels-last activations: ATen's CPU LayerNorm spends ~150 ns of

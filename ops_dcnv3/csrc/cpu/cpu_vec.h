@@ -139,6 +139,28 @@ DCNV3_INLINE void scatter_and_products(const acc_t* go, const scalar_t* const sr
   }
 }
 
+// e^a for float32 lanes with a <= 0 (GELU's density, softmax): 2^k e^r, |r| <= ln2 / 2,
+// a degree-7 Taylor polynomial (2 ulps); lanes below -80 give 0 (no denormal arithmetic
+// downstream), NaN stays NaN.
+template <int L>
+DCNV3_INLINE Vec<float, L> exp_nonpositive(Vec<float, L> a) {
+  using V = Vec<float, L>;
+  // k rounded to nearest by the 1.5 * 2^23 shift (exact for |k| < 2^22)
+  const V k = (a * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const V r = (a - k * 0.693359375f) - k * -2.12194440e-4f;  // ln 2 in two parts
+  V p = r * (1.0f / 5040) + (1.0f / 720);
+  p = p * r + (1.0f / 120);
+  p = p * r + (1.0f / 24);
+  p = p * r + (1.0f / 6);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const Vec<int32_t, L> bits = (__builtin_convertvector(k, Vec<int32_t, L>) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return a < -80.0f ? V{} : p * scale;
+}
+
 // ---------------------------------------------------------------- ISA choice
 enum class Isa { kDefault, kAvx2, kAvx512 };
 

@@ -1,7 +1,7 @@
 // CPU kernel of ops_dcnv3::gelu_with_derivative_: y = x * Phi(x) and, in place of x,
 // y' = Phi(x) + x * phi(x) (Phi, phi: the standard normal's distribution and density).
 //
-// float32 runs in vectors: phi by exp (2^k * e^r, |r| <= ln2 / 2, degree-7 Taylor), the
+// float32 runs in vectors: phi by exp (exp_nonpositive in cpu_vec.h), the
 // normal tail Q(|x|) = phi(x) * M(|x|) with M, the Mills ratio, as t * poly(2t - 1),
 // t = 1 / (1 + 0.4 |x|) (a least-squares fit of our own over 0 <= |x| <= 14: relative error
 // 2.6e-8 in exact arithmetic, ~3e-7 in float32), and Phi = 1 - Q or Q by the sign, so that
@@ -28,25 +28,10 @@ constexpr float kInvSqrt2Pi = 0.398942280401432678f;
 template <int L>
 DCNV3_INLINE void gelu_block(float* __restrict x, float* __restrict y) {
   using V = Vec<float, L>;
-  using VI = Vec<int32_t, L>;
   const V v = load<L, float>(x);
   const V z = v < 0.0f ? -v : v;
-  const V a = -0.5f * z * z;
-  // e^a = 2^k e^r; k rounded to nearest by the 1.5 * 2^23 shift (exact for |k| < 2^22).
-  const V k = (a * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const V r = (a - k * 0.693359375f) - k * -2.12194440e-4f;  // ln 2 in two parts
-  V p = r * (1.0f / 5040) + (1.0f / 720);
-  p = p * r + (1.0f / 120);
-  p = p * r + (1.0f / 24);
-  p = p * r + (1.0f / 6);
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const VI bits = (__builtin_convertvector(k, VI) + 127) << 23;
-  V scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  // Below e^-80 the tail Q is under 6e-37: zero, rather than denormal arithmetic.
-  const V phi = a < -80.0f ? V{} : p * scale * kInvSqrt2Pi;
+  // Below e^-80 the tail Q is under 6e-37: exp_nonpositive's zero, not denormal arithmetic.
+  const V phi = exp_nonpositive<L>(-0.5f * z * z) * kInvSqrt2Pi;
   const V t = 1.0f / (1.0f + 0.4f * z);
   const V u = 2.0f * t - 1.0f;
   V m = V{} + kMills[10];
