@@ -162,6 +162,36 @@ DCNV3_INLINE Vec<float, L> exp_nonpositive(Vec<float, L> a) {
 }
 
 // ---------------------------------------------------------------- ISA choice
+// The instruction-set variants every kernel compiles beside its baseline (16-byte) one, as
+// V(NAME, GCC target, vector bytes): one list, so that the kernels agree on each variant.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DCNV3_FOR_EACH_X86_ISA(V)                      \
+  V(avx512, "avx512f,avx512bw,avx512vl,avx2,fma", 64) \
+  V(avx2, "avx2,fma", 32)
+#else
+#define DCNV3_FOR_EACH_X86_ISA(V)
+#endif
+
+// Calls NAME_avx512, NAME_avx2 or NAME_default (template arguments TARGS, possibly empty)
+// as `isa` says: the one dispatch of every kernel.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DCNV3_CALL_ISA(isa, NAME, TARGS, ...)  \
+  do {                                         \
+    switch (isa) {                             \
+      case Isa::kAvx512:                       \
+        NAME##_avx512 TARGS(__VA_ARGS__);      \
+        break;                                 \
+      case Isa::kAvx2:                         \
+        NAME##_avx2 TARGS(__VA_ARGS__);        \
+        break;                                 \
+      default:                                 \
+        NAME##_default TARGS(__VA_ARGS__);     \
+    }                                          \
+  } while (0)
+#else
+#define DCNV3_CALL_ISA(isa, NAME, TARGS, ...) NAME##_default TARGS(__VA_ARGS__)
+#endif
+
 enum class Isa { kDefault, kAvx2, kAvx512 };
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -427,8 +427,7 @@ DCNV3_INLINE void backward_range(
       BackwardScratch<at::opmath_type<scalar_t>>& scratch) {                                   \
     backward_range<scalar_t, BYTES>(a, begin, end, scratch);                                   \
   }
-DCNV3_ISA_VARIANT(avx2, "avx2,fma", 32)
-DCNV3_ISA_VARIANT(avx512, "avx512f,avx512bw,avx512vl,avx2,fma", 64)
+DCNV3_FOR_EACH_X86_ISA(DCNV3_ISA_VARIANT)
 #undef DCNV3_ISA_VARIANT
 #endif
 
@@ -452,16 +451,7 @@ void run_forward(const ForwardArgs<scalar_t>& a, int64_t total) {
   const Isa isa = active_isa();
   at::parallel_for(0, total, 16, [&](int64_t begin, int64_t end) {
     ForwardScratch<acc_t> scratch(a.g);
-    switch (isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-      case Isa::kAvx512:
-        return forward_avx512(a, begin, end, scratch);
-      case Isa::kAvx2:
-        return forward_avx2(a, begin, end, scratch);
-#endif
-      default:
-        return forward_default(a, begin, end, scratch);
-    }
+    DCNV3_CALL_ISA(isa, forward, , a, begin, end, scratch);
   });
 }
 
@@ -471,16 +461,7 @@ void run_backward(const BackwardArgs<scalar_t>& a, int64_t tasks) {
   const Isa isa = active_isa();
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     BackwardScratch<acc_t> scratch(a.g, a.groups_per_task);
-    switch (isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-      case Isa::kAvx512:
-        return backward_avx512(a, begin, end, scratch);
-      case Isa::kAvx2:
-        return backward_avx2(a, begin, end, scratch);
-#endif
-      default:
-        return backward_default(a, begin, end, scratch);
-    }
+    DCNV3_CALL_ISA(isa, backward, , a, begin, end, scratch);
   });
 }
 

@@ -55,15 +55,12 @@ DCNV3_INLINE void gelu_range(float* x, float* y, int64_t begin, int64_t end) {
   }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"), flatten)) void gelu_avx512(
-    float* x, float* y, int64_t begin, int64_t end) {
-  gelu_range<16>(x, y, begin, end);
-}
-__attribute__((target("avx2,fma"), flatten)) void gelu_avx2(float* x, float* y, int64_t begin, int64_t end) {
-  gelu_range<8>(x, y, begin, end);
-}
-#endif
+#define DCNV3_GELU_VARIANT(NAME, TARGET, BYTES)                                                   \
+  __attribute__((target(TARGET), flatten)) void gelu_##NAME(float* x, float* y, int64_t b, int64_t e) { \
+    gelu_range<BYTES / 4>(x, y, b, e);                                                              \
+  }
+DCNV3_FOR_EACH_X86_ISA(DCNV3_GELU_VARIANT)
+#undef DCNV3_GELU_VARIANT
 __attribute__((flatten)) void gelu_default(float* x, float* y, int64_t begin, int64_t end) {
   gelu_range<4>(x, y, begin, end);
 }
@@ -93,16 +90,7 @@ at::Tensor gelu_with_derivative_cpu(at::Tensor& input) {
   float* y = output.mutable_data_ptr<float>();
   const Isa isa = active_isa(Isa::kAvx512);
   at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
-    switch (isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-      case Isa::kAvx512:
-        return gelu_avx512(x, y, begin, end);
-      case Isa::kAvx2:
-        return gelu_avx2(x, y, begin, end);
-#endif
-      default:
-        return gelu_default(x, y, begin, end);
-    }
+    DCNV3_CALL_ISA(isa, gelu, , x, y, begin, end);
   });
   return output;
 }

@@ -112,10 +112,7 @@ DCNV3_INLINE void rows(const scalar_t* __restrict x, const at::opmath_type<scala
     rows<scalar_t, kWide<at::opmath_type<scalar_t>, BYTES>>(x, w, b, y, mean, rstd, channels, eps, \
                                                             begin, end);                          \
   }
-#if defined(__x86_64__) && defined(__GNUC__)
-DCNV3_LN_VARIANT(avx512, "avx512f,avx512bw,avx512vl,avx2,fma", 64)
-DCNV3_LN_VARIANT(avx2, "avx2,fma", 32)
-#endif
+DCNV3_FOR_EACH_X86_ISA(DCNV3_LN_VARIANT)
 #undef DCNV3_LN_VARIANT
 
 template <typename scalar_t>
@@ -168,16 +165,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
     // ~16 KiB of input per task: enough work to amortise the scheduling.
     const int64_t grain = std::max<int64_t>(1, 4096 / channels);
     at::parallel_for(0, row_count, grain, [&](int64_t begin, int64_t end) {
-      switch (isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-        case Isa::kAvx512:
-          return rows_avx512<scalar_t>(xp, wp, bp, yp, mp, rp, channels, eps, begin, end);
-        case Isa::kAvx2:
-          return rows_avx2<scalar_t>(xp, wp, bp, yp, mp, rp, channels, eps, begin, end);
-#endif
-        default:
-          return rows_default<scalar_t>(xp, wp, bp, yp, mp, rp, channels, eps, begin, end);
-      }
+      DCNV3_CALL_ISA(isa, rows, <scalar_t>, xp, wp, bp, yp, mp, rp, channels, eps, begin, end);
     });
   });
   return {output, mean, rstd};
@@ -244,10 +232,7 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
       acc_t* dx, acc_t* pw, acc_t* pb, int64_t channels, int64_t begin, int64_t end) {             \
     rows_backward<acc_t, kWide<acc_t, BYTES>>(dy, x, mean, rstd, w, dx, pw, pb, channels, begin, end); \
   }
-#if defined(__x86_64__) && defined(__GNUC__)
-DCNV3_LN_BACKWARD_VARIANT(avx512, "avx512f,avx512bw,avx512vl,avx2,fma", 64)
-DCNV3_LN_BACKWARD_VARIANT(avx2, "avx2,fma", 32)
-#endif
+DCNV3_FOR_EACH_X86_ISA(DCNV3_LN_BACKWARD_VARIANT)
 #undef DCNV3_LN_BACKWARD_VARIANT
 
 template <typename acc_t>
@@ -304,18 +289,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
         const int64_t end = std::min(row_count, begin + rows_per_block);
         scalar_t* pw = pp + block * 2 * channels;
         scalar_t* pb = pw + channels;
-        switch (isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-          case Isa::kAvx512:
-            rows_backward_avx512<scalar_t>(dyp, xp, mp, rp, wp, dxp, pw, pb, channels, begin, end);
-            break;
-          case Isa::kAvx2:
-            rows_backward_avx2<scalar_t>(dyp, xp, mp, rp, wp, dxp, pw, pb, channels, begin, end);
-            break;
-#endif
-          default:
-            rows_backward_default<scalar_t>(dyp, xp, mp, rp, wp, dxp, pw, pb, channels, begin, end);
-        }
+        DCNV3_CALL_ISA(isa, rows_backward, <scalar_t>, dyp, xp, mp, rp, wp, dxp, pw, pb, channels, begin, end);
       }
     });
   });

@@ -130,10 +130,7 @@ DCNV3_INLINE void backward_range(const acc_t* grad, const acc_t* y, acc_t* grad_
                                                                 int points, int64_t b, int64_t e) {   \
     backward_range<kWide<acc_t, BYTES>, acc_t>(g, y, gl, pixels, group, points, b, e);                \
   }
-#if defined(__x86_64__) && defined(__GNUC__)
-DCNV3_MASK_VARIANT(avx512, "avx512f,avx512bw,avx512vl,avx2,fma", 64)
-DCNV3_MASK_VARIANT(avx2, "avx2,fma", 32)
-#endif
+DCNV3_FOR_EACH_X86_ISA(DCNV3_MASK_VARIANT)
 #undef DCNV3_MASK_VARIANT
 
 template <typename acc_t>
@@ -173,16 +170,7 @@ at::Tensor mask_softmax_cpu(const at::Tensor& logits, int64_t group) {
     const scalar_t* lp = l.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, blocks, std::max<int64_t>(1, 2048 / rows), [&](int64_t b, int64_t e) {
-      switch (isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-        case Isa::kAvx512:
-          return forward_avx512<scalar_t>(lp, op, pixels, static_cast<int>(group), points, b, e);
-        case Isa::kAvx2:
-          return forward_avx2<scalar_t>(lp, op, pixels, static_cast<int>(group), points, b, e);
-#endif
-        default:
-          return forward_default<scalar_t>(lp, op, pixels, static_cast<int>(group), points, b, e);
-      }
+      DCNV3_CALL_ISA(isa, forward, <scalar_t>, lp, op, pixels, static_cast<int>(group), points, b, e);
     });
   });
   return out;
@@ -208,16 +196,7 @@ at::Tensor mask_softmax_backward_cpu(const at::Tensor& grad_output, const at::Te
     const scalar_t* yp = y.const_data_ptr<scalar_t>();
     scalar_t* glp = grad_logits.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, blocks, std::max<int64_t>(1, 2048 / rows), [&](int64_t b, int64_t e) {
-      switch (isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-        case Isa::kAvx512:
-          return backward_avx512<scalar_t>(gp, yp, glp, pixels, static_cast<int>(group), points, b, e);
-        case Isa::kAvx2:
-          return backward_avx2<scalar_t>(gp, yp, glp, pixels, static_cast<int>(group), points, b, e);
-#endif
-        default:
-          return backward_default<scalar_t>(gp, yp, glp, pixels, static_cast<int>(group), points, b, e);
-      }
+      DCNV3_CALL_ISA(isa, backward, <scalar_t>, gp, yp, glp, pixels, static_cast<int>(group), points, b, e);
     });
   });
   return grad_logits;

@@ -398,8 +398,7 @@ DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
       const Args<scalar_t>& a, int64_t begin, int64_t end, Scratch<scalar_t>& scratch) {    \
     backward_range<scalar_t, BYTES>(a, begin, end, scratch);                                \
   }
-MSDA_ISA_VARIANT(avx2, "avx2,fma", 32)
-MSDA_ISA_VARIANT(avx512, "avx512f,avx512bw,avx512vl,avx2,fma", 64)
+DCNV3_FOR_EACH_X86_ISA(MSDA_ISA_VARIANT)
 #undef MSDA_ISA_VARIANT
 #endif
 
