@@ -162,14 +162,16 @@ DCNV3_INLINE Vec<float, L> exp_nonpositive(Vec<float, L> a) {
 }
 
 // ---------------------------------------------------------------- ISA choice
-// The instruction-set variants every kernel compiles beside its baseline (16-byte) one, as
-// V(NAME, GCC target, vector bytes): one list, so that the kernels agree on each variant.
+// The instruction-set variants every kernel compiles, as V(NAME, target attribute, vector
+// bytes): AVX-512 and AVX2 on x86 with GCC, and the baseline (16-byte vectors, no target)
+// everywhere. One list, so that the kernels agree on each variant and none writes its own.
 #if defined(__x86_64__) && defined(__GNUC__)
-#define DCNV3_FOR_EACH_X86_ISA(V)                      \
-  V(avx512, "avx512f,avx512bw,avx512vl,avx2,fma", 64) \
-  V(avx2, "avx2,fma", 32)
+#define DCNV3_FOR_EACH_ISA(V)                                                    \
+  V(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))), 64) \
+  V(avx2, __attribute__((target("avx2,fma"))), 32)                              \
+  V(default, , 16)
 #else
-#define DCNV3_FOR_EACH_X86_ISA(V)
+#define DCNV3_FOR_EACH_ISA(V) V(default, , 16)
 #endif
 
 // Calls NAME_avx512, NAME_avx2 or NAME_default (template arguments TARGS, possibly empty)

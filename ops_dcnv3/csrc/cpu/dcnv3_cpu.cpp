@@ -413,37 +413,21 @@ DCNV3_INLINE void backward_range(
 }
 
 // ---------------------------------------------------------------- ISA variants
-#if defined(__x86_64__) && defined(__GNUC__)
 #define DCNV3_ISA_VARIANT(NAME, TARGET, BYTES)                                                      \
   template <typename scalar_t>                                                                 \
-  __attribute__((target(TARGET), flatten)) void forward_##NAME(                                \
+  __attribute__((flatten)) TARGET void forward_##NAME(                                \
       const ForwardArgs<scalar_t>& a, int64_t begin, int64_t end,                              \
       ForwardScratch<at::opmath_type<scalar_t>>& scratch) {                                    \
     forward_range<scalar_t, BYTES>(a, begin, end, scratch);                                    \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
-  __attribute__((target(TARGET), flatten)) void backward_##NAME(                               \
+  __attribute__((flatten)) TARGET void backward_##NAME(                               \
       const BackwardArgs<scalar_t>& a, int64_t begin, int64_t end,                             \
       BackwardScratch<at::opmath_type<scalar_t>>& scratch) {                                   \
     backward_range<scalar_t, BYTES>(a, begin, end, scratch);                                   \
   }
-DCNV3_FOR_EACH_X86_ISA(DCNV3_ISA_VARIANT)
+DCNV3_FOR_EACH_ISA(DCNV3_ISA_VARIANT)
 #undef DCNV3_ISA_VARIANT
-#endif
-
-template <typename scalar_t>
-__attribute__((flatten)) void forward_default(const ForwardArgs<scalar_t>& a, int64_t begin,
-                                              int64_t end,
-                                              ForwardScratch<at::opmath_type<scalar_t>>& scratch) {
-  forward_range<scalar_t, 16>(a, begin, end, scratch);
-}
-
-template <typename scalar_t>
-__attribute__((flatten)) void backward_default(const BackwardArgs<scalar_t>& a, int64_t begin,
-                                               int64_t end,
-                                               BackwardScratch<at::opmath_type<scalar_t>>& scratch) {
-  backward_range<scalar_t, 16>(a, begin, end, scratch);
-}
 
 template <typename scalar_t>
 void run_forward(const ForwardArgs<scalar_t>& a, int64_t total) {

@@ -56,14 +56,11 @@ DCNV3_INLINE void gelu_range(float* x, float* y, int64_t begin, int64_t end) {
 }
 
 #define DCNV3_GELU_VARIANT(NAME, TARGET, BYTES)                                                   \
-  __attribute__((target(TARGET), flatten)) void gelu_##NAME(float* x, float* y, int64_t b, int64_t e) { \
+  __attribute__((flatten)) TARGET void gelu_##NAME(float* x, float* y, int64_t b, int64_t e) { \
     gelu_range<BYTES / 4>(x, y, b, e);                                                              \
   }
-DCNV3_FOR_EACH_X86_ISA(DCNV3_GELU_VARIANT)
+DCNV3_FOR_EACH_ISA(DCNV3_GELU_VARIANT)
 #undef DCNV3_GELU_VARIANT
-__attribute__((flatten)) void gelu_default(float* x, float* y, int64_t begin, int64_t end) {
-  gelu_range<4>(x, y, begin, end);
-}
 
 at::Tensor gelu_with_derivative_cpu(at::Tensor& input) {
   const auto dtype = input.scalar_type();

@@ -104,7 +104,7 @@ DCNV3_INLINE void rows(const scalar_t* __restrict x, const at::opmath_type<scala
 
 #define DCNV3_LN_VARIANT(NAME, TARGET, BYTES)                                                     \
   template <typename scalar_t>                                                                    \
-  __attribute__((target(TARGET), flatten)) void rows_##NAME(                                     \
+  __attribute__((flatten)) TARGET void rows_##NAME(                                     \
       const scalar_t* x, const at::opmath_type<scalar_t>* w, const at::opmath_type<scalar_t>* b,   \
       scalar_t* y,                                                                                \
       at::opmath_type<scalar_t>* mean, at::opmath_type<scalar_t>* rstd, int64_t channels,         \
@@ -112,16 +112,8 @@ DCNV3_INLINE void rows(const scalar_t* __restrict x, const at::opmath_type<scala
     rows<scalar_t, kWide<at::opmath_type<scalar_t>, BYTES>>(x, w, b, y, mean, rstd, channels, eps, \
                                                             begin, end);                          \
   }
-DCNV3_FOR_EACH_X86_ISA(DCNV3_LN_VARIANT)
+DCNV3_FOR_EACH_ISA(DCNV3_LN_VARIANT)
 #undef DCNV3_LN_VARIANT
-
-template <typename scalar_t>
-__attribute__((flatten)) void rows_default(const scalar_t* x, const at::opmath_type<scalar_t>* w,
-                                           const at::opmath_type<scalar_t>* b, scalar_t* y, at::opmath_type<scalar_t>* mean,
-                                           at::opmath_type<scalar_t>* rstd, int64_t channels,
-                                           double eps, int64_t begin, int64_t end) {
-  rows<scalar_t, kWide<at::opmath_type<scalar_t>, 16>>(x, w, b, y, mean, rstd, channels, eps, begin, end);
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
     const at::Tensor& input, const std::optional<at::Tensor>& weight,
@@ -227,20 +219,13 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
 
 #define DCNV3_LN_BACKWARD_VARIANT(NAME, TARGET, BYTES)                                             \
   template <typename acc_t>                                                                       \
-  __attribute__((target(TARGET), flatten)) void rows_backward_##NAME(                             \
+  __attribute__((flatten)) TARGET void rows_backward_##NAME(                             \
       const acc_t* dy, const acc_t* x, const acc_t* mean, const acc_t* rstd, const acc_t* w,       \
       acc_t* dx, acc_t* pw, acc_t* pb, int64_t channels, int64_t begin, int64_t end) {             \
     rows_backward<acc_t, kWide<acc_t, BYTES>>(dy, x, mean, rstd, w, dx, pw, pb, channels, begin, end); \
   }
-DCNV3_FOR_EACH_X86_ISA(DCNV3_LN_BACKWARD_VARIANT)
+DCNV3_FOR_EACH_ISA(DCNV3_LN_BACKWARD_VARIANT)
 #undef DCNV3_LN_BACKWARD_VARIANT
-
-template <typename acc_t>
-__attribute__((flatten)) void rows_backward_default(const acc_t* dy, const acc_t* x, const acc_t* mean,
-                                                    const acc_t* rstd, const acc_t* w, acc_t* dx, acc_t* pw,
-                                                    acc_t* pb, int64_t channels, int64_t begin, int64_t end) {
-  rows_backward<acc_t, kWide<acc_t, 16>>(dy, x, mean, rstd, w, dx, pw, pb, channels, begin, end);
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,

@@ -119,30 +119,19 @@ DCNV3_INLINE void backward_range(const acc_t* grad, const acc_t* y, acc_t* grad_
 
 #define DCNV3_MASK_VARIANT(NAME, TARGET, BYTES)                                                        \
   template <typename acc_t>                                                                           \
-  __attribute__((target(TARGET), flatten)) void forward_##NAME(const acc_t* l, acc_t* o, int64_t pixels, \
+  __attribute__((flatten)) TARGET void forward_##NAME(const acc_t* l, acc_t* o, int64_t pixels, \
                                                                int group, int points, int64_t b,     \
                                                                int64_t e) {                          \
     forward_range<kWide<acc_t, BYTES>, acc_t>(l, o, pixels, group, points, b, e);                     \
   }                                                                                                   \
   template <typename acc_t>                                                                           \
-  __attribute__((target(TARGET), flatten)) void backward_##NAME(const acc_t* g, const acc_t* y,       \
+  __attribute__((flatten)) TARGET void backward_##NAME(const acc_t* g, const acc_t* y,       \
                                                                 acc_t* gl, int64_t pixels, int group, \
                                                                 int points, int64_t b, int64_t e) {   \
     backward_range<kWide<acc_t, BYTES>, acc_t>(g, y, gl, pixels, group, points, b, e);                \
   }
-DCNV3_FOR_EACH_X86_ISA(DCNV3_MASK_VARIANT)
+DCNV3_FOR_EACH_ISA(DCNV3_MASK_VARIANT)
 #undef DCNV3_MASK_VARIANT
-
-template <typename acc_t>
-__attribute__((flatten)) void forward_default(const acc_t* l, acc_t* o, int64_t pixels, int group, int points,
-                                              int64_t b, int64_t e) {
-  forward_range<kWide<acc_t, 16>, acc_t>(l, o, pixels, group, points, b, e);
-}
-template <typename acc_t>
-__attribute__((flatten)) void backward_default(const acc_t* g, const acc_t* y, acc_t* gl, int64_t pixels,
-                                               int group, int points, int64_t b, int64_t e) {
-  backward_range<kWide<acc_t, 16>, acc_t>(g, y, gl, pixels, group, points, b, e);
-}
 
 int lanes_of(Isa isa, size_t element) {
   return (isa == Isa::kAvx512 ? 64 : isa == Isa::kAvx2 ? 32 : 16) / static_cast<int>(element);

@@ -386,33 +386,19 @@ DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
 }
 
 // ---------------------------------------------------------------- ISA variants
-#if defined(__x86_64__) && defined(__GNUC__)
 #define MSDA_ISA_VARIANT(NAME, TARGET, BYTES)                                                   \
   template <typename scalar_t>                                                              \
-  __attribute__((target(TARGET), flatten)) void forward_##NAME(                             \
+  __attribute__((flatten)) TARGET void forward_##NAME(                             \
       const Args<scalar_t>& a, int64_t begin, int64_t end, Scratch<scalar_t>& scratch) {    \
     forward_range<scalar_t, BYTES>(a, begin, end, scratch);                                 \
   }                                                                                         \
   template <typename scalar_t>                                                              \
-  __attribute__((target(TARGET), flatten)) void backward_##NAME(                            \
+  __attribute__((flatten)) TARGET void backward_##NAME(                            \
       const Args<scalar_t>& a, int64_t begin, int64_t end, Scratch<scalar_t>& scratch) {    \
     backward_range<scalar_t, BYTES>(a, begin, end, scratch);                                \
   }
-DCNV3_FOR_EACH_X86_ISA(MSDA_ISA_VARIANT)
+DCNV3_FOR_EACH_ISA(MSDA_ISA_VARIANT)
 #undef MSDA_ISA_VARIANT
-#endif
-
-template <typename scalar_t>
-__attribute__((flatten)) void forward_default(const Args<scalar_t>& a, int64_t begin, int64_t end,
-                                              Scratch<scalar_t>& scratch) {
-  forward_range<scalar_t, 16>(a, begin, end, scratch);
-}
-
-template <typename scalar_t>
-__attribute__((flatten)) void backward_default(const Args<scalar_t>& a, int64_t begin, int64_t end,
-                                               Scratch<scalar_t>& scratch) {
-  backward_range<scalar_t, 16>(a, begin, end, scratch);
-}
 
 // Corner offsets inside one image's value are int32 (CPU kernels).
 void check_offsets_fit(const Sizes& s) {
@@ -428,15 +414,10 @@ void run(const Args<scalar_t>& a, bool backward) {
   const int64_t tasks = backward ? a.s.batch * a.s.heads : a.s.batch * a.s.heads * a.s.queries;
   at::parallel_for(0, tasks, backward ? 1 : 64, [&](int64_t begin, int64_t end) {
     Scratch<scalar_t> scratch(a.s, a.table->capacity);
-    switch (isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-      case Isa::kAvx512:
-        return backward ? backward_avx512(a, begin, end, scratch) : forward_avx512(a, begin, end, scratch);
-      case Isa::kAvx2:
-        return backward ? backward_avx2(a, begin, end, scratch) : forward_avx2(a, begin, end, scratch);
-#endif
-      default:
-        return backward ? backward_default(a, begin, end, scratch) : forward_default(a, begin, end, scratch);
+    if (backward) {
+      DCNV3_CALL_ISA(isa, backward, , a, begin, end, scratch);
+    } else {
+      DCNV3_CALL_ISA(isa, forward, , a, begin, end, scratch);
     }
   });
 }
