@@ -95,12 +95,21 @@ DCNV3_INLINE void backward_block(const acc_t* __restrict grad, const acc_t* __re
   }
 }
 
+// Tasks are tiles of kTile pixels, a multiple of every variant's lane count, so that only the
+// last block of the last tile is partial.
+constexpr int64_t kTile = 64;
+
+// Runs f(first_tile, last_tile) over the tiles of `pixels`, ~32K values of `rows` per task.
+template <typename F>
+void for_tiles(int64_t pixels, int64_t rows, const F& f) {
+  at::parallel_for(0, (pixels + kTile - 1) / kTile, std::max<int64_t>(1, 32768 / (rows * kTile)), f);
+}
+
 template <int L, typename acc_t>
 DCNV3_INLINE void forward_range(const acc_t* logits, acc_t* out, int64_t pixels, int group, int points,
                                 int64_t begin, int64_t end) {
   std::vector<acc_t> scratch(static_cast<size_t>(group) * points * L);
-  for (int64_t block = begin; block < end; ++block) {
-    const int64_t p0 = block * L;
+  for (int64_t p0 = begin * kTile; p0 < std::min(pixels, end * kTile); p0 += L) {
     forward_block<L, acc_t>(logits, out, pixels, group, points, p0,
                             static_cast<int>(std::min<int64_t>(L, pixels - p0)), scratch.data());
   }
@@ -110,8 +119,7 @@ template <int L, typename acc_t>
 DCNV3_INLINE void backward_range(const acc_t* grad, const acc_t* y, acc_t* grad_logits, int64_t pixels,
                                  int group, int points, int64_t begin, int64_t end) {
   std::vector<acc_t> scratch(2 * static_cast<size_t>(group) * points * L);
-  for (int64_t block = begin; block < end; ++block) {
-    const int64_t p0 = block * L;
+  for (int64_t p0 = begin * kTile; p0 < std::min(pixels, end * kTile); p0 += L) {
     backward_block<L, acc_t>(grad, y, grad_logits, pixels, group, points, p0,
                              static_cast<int>(std::min<int64_t>(L, pixels - p0)), scratch.data());
   }
@@ -133,10 +141,6 @@ DCNV3_INLINE void backward_range(const acc_t* grad, const acc_t* y, acc_t* grad_
 DCNV3_FOR_EACH_ISA(DCNV3_MASK_VARIANT)
 #undef DCNV3_MASK_VARIANT
 
-int lanes_of(Isa isa, size_t element) {
-  return (isa == Isa::kAvx512 ? 64 : isa == Isa::kAvx2 ? 32 : 16) / static_cast<int>(element);
-}
-
 void check_group(const char* op, int64_t rows, int64_t group) {
   TORCH_CHECK(group >= 1 && rows % group == 0, op, ": group must be >= 1 and divide the ", rows,
               " mask rows (group * points), got ", group);
@@ -154,11 +158,9 @@ at::Tensor mask_softmax_cpu(const at::Tensor& logits, int64_t group) {
   const int points = static_cast<int>(rows / group);
   const Isa isa = active_isa(Isa::kAvx512);
   AT_DISPATCH_FLOATING_TYPES(l.scalar_type(), "mask_softmax_cpu", [&] {
-    const int lanes = lanes_of(isa, sizeof(scalar_t));
-    const int64_t blocks = (pixels + lanes - 1) / lanes;
     const scalar_t* lp = l.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, blocks, std::max<int64_t>(1, 2048 / rows), [&](int64_t b, int64_t e) {
+    for_tiles(pixels, rows, [&](int64_t b, int64_t e) {
       DCNV3_CALL_ISA(isa, forward, <scalar_t>, lp, op, pixels, static_cast<int>(group), points, b, e);
     });
   });
@@ -179,12 +181,10 @@ at::Tensor mask_softmax_backward_cpu(const at::Tensor& grad_output, const at::Te
   const int points = static_cast<int>(rows / group);
   const Isa isa = active_isa(Isa::kAvx512);
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "mask_softmax_backward_cpu", [&] {
-    const int lanes = lanes_of(isa, sizeof(scalar_t));
-    const int64_t blocks = (pixels + lanes - 1) / lanes;
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     const scalar_t* yp = y.const_data_ptr<scalar_t>();
     scalar_t* glp = grad_logits.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, blocks, std::max<int64_t>(1, 2048 / rows), [&](int64_t b, int64_t e) {
+    for_tiles(pixels, rows, [&](int64_t b, int64_t e) {
       DCNV3_CALL_ISA(isa, backward, <scalar_t>, gp, yp, glp, pixels, static_cast<int>(group), points, b, e);
     });
   });
