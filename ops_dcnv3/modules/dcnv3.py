@@ -97,9 +97,7 @@ class _DCNv3Base(nn.Module):
         value = linear(input, self.input_proj)
         query = self.dw_conv(input.permute(0, 3, 1, 2))
         offset = linear(query, self.offset)
-        # Contiguous here, once: the kernel would copy a transposed mask in the forward and
-        # again (the saved tensor) in the backward.
-        mask = self._mask_softmax(query).to(value.dtype).contiguous().view(n, h, w, -1)
+        mask = self._mask_softmax(query).to(value.dtype).view(n, h, w, -1)
         k = self.kernel_size
         out = type(self).core(
             value, offset.to(value.dtype), mask, k, k, self.stride, self.stride, self.pad, self.pad,
@@ -113,7 +111,9 @@ class _DCNv3Base(nn.Module):
         return linear(out, self.output_proj)
 
     def _mask_softmax(self, query: torch.Tensor) -> torch.Tensor:
-        """softmax(mask(query)) over each group's points, as (N*H*W, group*P).
+        """softmax(mask(query)) over each group's points, as a contiguous (N*H*W, group*P)
+        tensor (the op would otherwise copy a transposed mask in the forward and again, the
+        saved tensor, in the backward).
 
         The logits are the transposed product, (group*P, pixels): the softmax then runs
         with the long pixel axis innermost (over the 9-long innermost axis of the natural
@@ -123,11 +123,7 @@ class _DCNv3Base(nn.Module):
         weight, bias = self.mask.weight, self.mask.bias
         pixels = query.reshape(-1, query.shape[-1])
         logits = torch.addmm(bias.unsqueeze(1), weight, pixels.t())  # bias in the product, no extra pass
-        if self.softmax_kernel:
-            return mask_softmax(logits, self.group)
-        points = weight.shape[0] // self.group
-        mask = logits.view(self.group, points, -1).softmax(dim=1)
-        return mask.view(self.group * points, -1).t()
+        return mask_softmax(logits, self.group, use_kernel=self.softmax_kernel)
 
 
 class DCNv3(_DCNv3Base):

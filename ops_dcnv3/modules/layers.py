@@ -45,12 +45,13 @@ def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
            for p in params):
         return False
     supported = (torch.float32, torch.float64) + (() if wants_grad else (torch.bfloat16,))
-    return x.dtype in supported and _layer_norm_kernel_built()
+    return x.dtype in supported and _cpu_op_built("layer_norm_last")
 
 
 @functools.cache
-def _layer_norm_kernel_built() -> bool:
-    return extension_available() and hasattr(torch.ops.ops_dcnv3, "layer_norm_last")
+def _cpu_op_built(name: str) -> bool:
+    """Whether the built extension registers ``ops_dcnv3::<name>`` (looked up once per op)."""
+    return extension_available() and hasattr(torch.ops.ops_dcnv3, name)
 
 
 class _LayerNormLast(torch.autograd.Function):
@@ -90,25 +91,20 @@ class _MaskSoftmax(torch.autograd.Function):
         return torch.ops.ops_dcnv3.mask_softmax_backward(grad, mask, ctx.group), None
 
 
-def mask_softmax(logits: torch.Tensor, group: int) -> torch.Tensor:
+def mask_softmax(logits: torch.Tensor, group: int, use_kernel: bool = True) -> torch.Tensor:
     """DCNv3's modulation mask from logits laid out (group * P, pixels): the softmax over each
     group's P points, as a contiguous (pixels, group * P) tensor.
 
-    On CPU (float32/float64, eagerly) one kernel pass does the softmax and the transposition;
-    elsewhere (and where tracing, exporting or compiling) it is ATen's softmax over the
-    outer points axis, then a transposing copy."""
-    if (_eager_on_cpu(logits) and logits.dtype in (torch.float32, torch.float64)
-            and _mask_softmax_kernel_built()):
+    With ``use_kernel``, on CPU (float32/float64, eagerly) one kernel pass does the softmax
+    and the transposition; otherwise (and where tracing, exporting or compiling) it is
+    ATen's softmax over the outer points axis, then a transposing copy."""
+    if (use_kernel and _eager_on_cpu(logits) and logits.dtype in (torch.float32, torch.float64)
+            and _cpu_op_built("mask_softmax")):
         if torch.is_grad_enabled() and logits.requires_grad:
             return _MaskSoftmax.apply(logits, group)
         return torch.ops.ops_dcnv3.mask_softmax(logits, group)
     mask = logits.view(group, logits.shape[0] // group, -1).softmax(dim=1)
     return mask.view(logits.shape[0], -1).t().contiguous()
-
-
-@functools.cache
-def _mask_softmax_kernel_built() -> bool:
-    return extension_available() and hasattr(torch.ops.ops_dcnv3, "mask_softmax")
 
 
 class LayerNorm(nn.LayerNorm):
@@ -213,12 +209,7 @@ def _gelu_kernel_trains(x: torch.Tensor, layer: nn.Linear) -> bool:
             and (x.requires_grad or any(p.requires_grad for p in params))
             and not torch.is_autocast_enabled("cpu") and all(p.dtype == x.dtype and p.device == x.device
                                                              for p in params)
-            and _gelu_kernel_built())
-
-
-@functools.cache
-def _gelu_kernel_built() -> bool:
-    return extension_available() and hasattr(torch.ops.ops_dcnv3, "gelu_with_derivative_")
+            and _cpu_op_built("gelu_with_derivative_"))
 
 
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
