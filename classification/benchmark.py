@@ -2,11 +2,12 @@
 float32 and under bfloat16 autocast, and one training step.
 
     python -m classification.benchmark [--suite float32 bfloat16 train] [--batch 8]
-                                       [--img-size 224] [--repeat 5] [--threads N]
+                                       [--img-size 224] [--repeat 10] [--threads N]
 
 Prints images/s (steps/s for ``train``) of both and their ratio per suite, then one
-PASS/MISS line per target. The anchor is measured beside the model, interleaved, since
-absolute times on shared machines mean little. ``bfloat16`` runs both models under
+PASS/MISS line per target. The anchor's runs alternate with the model's and each one's
+median counts, since absolute times on shared machines mean little and drift within
+seconds. ``bfloat16`` runs both models under
 ``torch.autocast('cpu', torch.bfloat16)`` (AMX where the CPU has it); ``train`` is
 classification/benchmark_train.py (forward, backward, AdamW)."""
 
@@ -14,8 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
+from collections.abc import Callable
 
 import timm
 import torch
@@ -23,7 +23,7 @@ import torch
 from classification import benchmark_train
 from classification.models import InternImage
 from classification.models.variants import VARIANTS
-from ops_dcnv3.bench_report import Target, machine_summary, report
+from ops_dcnv3.bench_report import Target, interleaved_medians, machine_summary, report
 
 # InternImage-T images/s over ConvNeXt-T's, same run, per inference dtype.
 TARGET_RATIO = {"float32": 0.9, "bfloat16": 0.9}
@@ -36,17 +36,15 @@ def _autocast(dtype: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def images_per_second(model: torch.nn.Module, batch: torch.Tensor, repeat: int,
-                      dtype: str = "float32") -> float:
-    with torch.inference_mode(), _autocast(dtype):
-        for _ in range(2):  # warm-up: allocator, oneDNN primitive caches
+def forward_pass(model: torch.nn.Module, batch: torch.Tensor, dtype: str = "float32") -> Callable[[], None]:
+    """One inference forward of ``model`` on ``batch`` (autocast for bfloat16), as a callable
+    to time."""
+
+    def run() -> None:
+        with torch.inference_mode(), _autocast(dtype):
             model(batch)
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            model(batch)
-            times.append(time.perf_counter() - start)
-    return batch.shape[0] / statistics.median(times)
+
+    return run
 
 
 def inference(dtype: str, batch_size: int, img_size: int, repeat: int, anchor_name: str) -> dict:
@@ -55,13 +53,12 @@ def inference(dtype: str, batch_size: int, img_size: int, repeat: int, anchor_na
     model = InternImage(**VARIANTS["t"]).eval()
     anchor = timm.create_model(anchor_name).eval()
     print(f"inference, {dtype}, batch {batch_size}, {img_size}x{img_size}, "
-          f"{torch.get_num_threads()} threads, median of {repeat}", flush=True)
-    # Interleave the two so that drifting machine load hits both alike.
-    ours, theirs = [], []
-    for _ in range(2):
-        ours.append(images_per_second(model, batch, repeat, dtype))
-        theirs.append(images_per_second(anchor, batch, repeat, dtype))
-    result = {"dtype": dtype, "internimage_t": max(ours), anchor_name: max(theirs)}
+          f"{torch.get_num_threads()} threads, median of {repeat} runs each, the two models' "
+          "runs alternating", flush=True)
+    # two warm-up runs each: allocator, oneDNN primitive caches
+    medians = interleaved_medians({"internimage_t": forward_pass(model, batch, dtype),
+                                   anchor_name: forward_pass(anchor, batch, dtype)}, repeat, warmup=2)
+    result = {"dtype": dtype, **{name: batch_size / seconds for name, seconds in medians.items()}}
     result["ratio"] = result["internimage_t"] / result[anchor_name]
     print(f"InternImage-T {result['internimage_t']:.2f} img/s | {anchor_name} "
           f"{result[anchor_name]:.2f} img/s | ratio {result['ratio']:.2f} ({dtype})", flush=True)
@@ -73,8 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--suite", nargs="+", choices=SUITES, default=list(SUITES))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per model and round "
-                        "(the training step takes at most 3)")
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per model (the "
+                        "training step takes at most 6)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--anchor", default="convnext_tiny", help="timm model to compare with")
     args = parser.parse_args(argv)
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         if suite == "train":
             results[suite] = benchmark_train.main(
                 ["--batch", str(args.batch), "--img-size", str(args.img_size), "--repeat",
-                 str(min(args.repeat, 3)), "--anchor", args.anchor], print_machine=False)
+                 str(min(args.repeat, 6)), "--anchor", args.anchor], print_machine=False)
         else:
             results[suite] = inference(suite, args.batch, args.img_size, args.repeat, args.anchor)
     return results

@@ -1,55 +1,50 @@
 """One training step (forward, cross-entropy backward, AdamW step) of InternImage-T against
 timm's ConvNeXt-T, measured in one run.
 
-    python -m classification.benchmark_train [--batch 8] [--img-size 224] [--repeat 3]
+    python -m classification.benchmark_train [--batch 8] [--img-size 224] [--repeat 6]
 
 (also the ``train`` suite of ``python -m classification.benchmark``, which ``make bench`` runs)
 
-Prints steps/s of both and their ratio (the anchor is timed beside the model, interleaved,
-since absolute times on shared machines mean little). Both models train as the recipes
-do: train mode, stochastic depth 0.1 for both (the published InternImage-T config's
-DROP_PATH_RATE and ConvNeXt-T's recipe), float32."""
+Prints the step time of both and their ratio: the two models' steps alternate and each
+model's median counts, since absolute times on shared machines mean little and drift
+within seconds. Both models train as the recipes do: train mode, stochastic depth 0.1
+for both (the published InternImage-T config's DROP_PATH_RATE and ConvNeXt-T's recipe),
+float32."""
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from collections.abc import Callable
 
 import timm
 import torch
 
 from classification.models import InternImage
 from classification.models.variants import VARIANTS
-from ops_dcnv3.bench_report import Target, machine_summary, report
+from ops_dcnv3.bench_report import Target, interleaved_medians, machine_summary, report
 
 TARGET_RATIO = 0.95  # InternImage-T steps/s over ConvNeXt-T's, same run
 
 
-def steps_per_second(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                     labels: torch.Tensor, repeat: int) -> float:
-    model.train()
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                  labels: torch.Tensor) -> Callable[[], None]:
+    """One optimizer step of ``model`` in train mode, as a callable to time."""
 
     def step() -> None:
+        model.train()
         optimizer.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()
 
-    step()  # warm-up: allocator, oneDNN primitives, AdamW state
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1.0 / statistics.median(times)
+    return step
 
 
 def main(argv: list[str] | None = None, print_machine: bool = True) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=6, help="timed steps per model")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--anchor", default="convnext_tiny", help="timm model to compare with")
     args = parser.parse_args(argv)
@@ -60,18 +55,17 @@ def main(argv: list[str] | None = None, print_machine: bool = True) -> dict[str,
     labels = torch.randint(0, 1000, (args.batch,))
     model = InternImage(**{**VARIANTS["t"], "drop_path_rate": 0.1})
     anchor = timm.create_model(args.anchor, drop_path_rate=0.1)
-    optimizers = {id(m): torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05)
-                  for m in (model, anchor)}
+    steps = {name: training_step(m, torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05),
+                                 images, labels)
+             for name, m in (("internimage_t", model), (args.anchor, anchor))}
     if print_machine:
         print(machine_summary(), flush=True)
     print(f"training step (forward, backward, AdamW), float32, batch {args.batch}, "
-          f"{args.img_size}x{args.img_size}, {torch.get_num_threads()} threads, median of {args.repeat}",
-          flush=True)
-    ours, theirs = [], []
-    for _ in range(2):  # interleaved so that drifting load hits both alike
-        ours.append(steps_per_second(model, optimizers[id(model)], images, labels, args.repeat))
-        theirs.append(steps_per_second(anchor, optimizers[id(anchor)], images, labels, args.repeat))
-    result = {"internimage_t": max(ours), args.anchor: max(theirs)}
+          f"{args.img_size}x{args.img_size}, {torch.get_num_threads()} threads, median of "
+          f"{args.repeat} steps each, the two models' steps alternating", flush=True)
+    # two warm-up steps each: allocator, oneDNN primitives, AdamW state
+    medians = interleaved_medians(steps, args.repeat, warmup=2)
+    result = {name: 1.0 / seconds for name, seconds in medians.items()}
     result["ratio"] = result["internimage_t"] / result[args.anchor]
     print(f"InternImage-T {1e3 / result['internimage_t']:.0f} ms/step | {args.anchor} "
           f"{1e3 / result[args.anchor]:.0f} ms/step | ratio {result['ratio']:.2f}")

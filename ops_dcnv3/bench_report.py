@@ -13,7 +13,10 @@ from __future__ import annotations
 import operator
 import os
 import platform
+import statistics
 import subprocess
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +37,25 @@ class Target:
     @property
     def passed(self) -> bool:
         return _COMPARE[self.op](self.value, self.target)
+
+
+def interleaved_medians(runs: Mapping[str, Callable[[], object]], repeat: int,
+                        warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each run, timed one call at a time in turn (a, b, a, b,
+    ...) after ``warmup`` untimed calls each: on a shared machine the load drifts within
+    seconds, and alternating single calls makes the drift hit every run alike."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def cpu_model() -> str:

@@ -41,6 +41,25 @@ def test_bench_report_marks_each_target_and_fails_on_a_miss(capsys):
     assert machine_summary().startswith("machine: ") and "load average" in machine_summary()
 
 
+def test_benchmarks_alternate_single_runs_and_take_each_ones_median(monkeypatch):
+    from ops_dcnv3 import bench_report
+
+    clock, calls = [0.0], []
+    costs = {"ours": iter([9.0, 9.0, 1.0, 5.0, 2.0]), "anchor": iter([9.0, 9.0, 3.0, 3.0, 3.0])}
+
+    def run(name):
+        calls.append(name)
+        clock[0] += next(costs[name])
+
+    monkeypatch.setattr(bench_report.time, "perf_counter", lambda: clock[0])
+    medians = bench_report.interleaved_medians({"ours": lambda: run("ours"), "anchor": lambda: run("anchor")},
+                                               repeat=3, warmup=2)
+    assert calls == ["ours", "ours", "anchor", "anchor"] + ["ours", "anchor"] * 3
+    assert medians == {"ours": 2.0, "anchor": 3.0}
+    with pytest.raises(ValueError, match="repeat must be >= 1"):
+        bench_report.interleaved_medians({"ours": lambda: None}, repeat=0)
+
+
 @pytest.mark.parametrize("python,status", [("true", 0), ("false", 2)])
 def test_make_bench_runs_every_benchmark_and_fails_on_a_miss(python, status):
     # -o bootstrap: the environment is taken as it is; PY stands in for the benchmarks' exit codes
