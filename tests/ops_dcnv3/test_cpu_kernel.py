@@ -39,6 +39,7 @@ GRID = [
     Case(n=5, im2col_step=2),  # batch not divisible by im2col_step
     Case(n=3, im2col_step=256),
     Case(offset_range=8.0),  # many samples leave the image
+    Case(group=2, group_channels=16, offset_range=8.0),  # the same, fixed-width backward groups
     Case(offset_range=40.0, h=4, w=5),  # nearly all samples outside
     Case(h=1, w=1, pad=(1, 1)),
 ]
@@ -56,10 +57,11 @@ def test_matches_reference(case: Case, dtype):
     assert_kernel_matches_reference(case, dtype)
 
 
-@pytest.mark.parametrize("group_channels", [1, 8, 16, 30, 71, 128])
+@pytest.mark.parametrize("group_channels", [1, 8, 16, 30, 32, 71, 128])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_every_cpu_code_path(cpu_isas, monkeypatch, group_channels, dtype):
-    """Each ISA variant (baseline, AVX2, AVX-512) and each channel tail length."""
+    """Each ISA variant (baseline, AVX2, AVX-512), each channel tail length, and the
+    backward's fixed-width groups (16 and 32 channels)."""
     case = Case(group=2, group_channels=group_channels, h=6, w=7)
     for isa in cpu_isas:
         monkeypatch.setenv("DCNV3_CPU_ISA", isa)

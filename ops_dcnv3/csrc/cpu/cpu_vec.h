@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace dcnv3 {
 namespace {
@@ -114,6 +115,28 @@ DCNV3_INLINE void sum4(const Vec<acc_t, N> v[4], acc_t d[4]) {
     const V4 r = __builtin_shufflevector(a, b, 0, 2, 4, 6) + __builtin_shufflevector(a, b, 1, 3, 5, 7);
     for (int k = 0; k < 4; ++k) d[k] = r[k];
   }
+}
+
+// Even and odd lanes of the 2L values a, b (x/y pairs into x and y), and back.
+template <int L, typename T, size_t... I>
+DCNV3_INLINE void deinterleave(Vec<T, L> a, Vec<T, L> b, Vec<T, L>& even, Vec<T, L>& odd,
+                               std::index_sequence<I...>) {
+  even = __builtin_shufflevector(a, b, (2 * I)...);
+  odd = __builtin_shufflevector(a, b, (2 * I + 1)...);
+}
+template <int L, typename T>
+DCNV3_INLINE void deinterleave(Vec<T, L> a, Vec<T, L> b, Vec<T, L>& even, Vec<T, L>& odd) {
+  deinterleave<L, T>(a, b, even, odd, std::make_index_sequence<L>{});
+}
+template <int L, typename T, size_t... I>
+DCNV3_INLINE void interleave(Vec<T, L> even, Vec<T, L> odd, Vec<T, L>& low, Vec<T, L>& high,
+                             std::index_sequence<I...>) {
+  low = __builtin_shufflevector(even, odd, (I / 2 + (I % 2) * L)...);
+  high = __builtin_shufflevector(even, odd, (L / 2 + I / 2 + (I % 2) * L)...);
+}
+template <int L, typename T>
+DCNV3_INLINE void interleave(Vec<T, L> even, Vec<T, L> odd, Vec<T, L>& low, Vec<T, L>& high) {
+  interleave<L, T>(even, odd, low, high, std::make_index_sequence<L>{});
 }
 
 // Channel loops use the ISA's native vector width (kBytes: 16 SSE2, 32 AVX2, 64

@@ -33,17 +33,18 @@ namespace {
 // one output pixel; corner k of entry e sits at [k * capacity + e]. `element` is the
 // corner's offset in the image (pixel * C; fits int32, numel < 2^31 is checked). Invalid
 // corners point at a clamped in-image pixel with weight 0 and valid 0, so gather loops
-// need no branches.
+// need no branches. The backward also keeps mask * weight (`masked`, 0 on invalid corners)
+// and the fractions.
 template <typename acc_t>
 struct Samples {
   // Capacity rounds up to whole vectors (16 lanes at most): the last, partial block of
   // compute_samples writes full vectors into the padding.
   explicit Samples(int entries)
       : capacity((entries + 15) / 16 * 16), element(4 * capacity), weight(4 * capacity),
-        valid(4 * capacity), ly(capacity), lx(capacity) {}
+        valid(4 * capacity), masked(4 * capacity), ly(capacity), lx(capacity) {}
   int capacity;
   std::vector<int32_t> element;
-  std::vector<acc_t> weight, valid, ly, lx;
+  std::vector<acc_t> weight, valid, masked, ly, lx;
 };
 
 // Regular-grid displacement of entry e = group * P + point, for every group (per call).
@@ -67,17 +68,17 @@ struct TapTable {
 template <typename acc_t>
 using LaneInt = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
 
-// Geometry of `count` entries starting at `first` for output pixel (oy, ox); `offset`
-// points at that pixel's first offset pair. With kForward the weights are multiplied by
-// the mask (`mask` points at the first entry's) and valid/ly/lx are not needed.
+// Geometry of `count` entries starting at `first` for output pixel (oy, ox); `offset` and
+// `mask` point at that pixel's first entry's offset pair and mask. With kForward the
+// weights are multiplied by the mask and valid/masked/ly/lx are not needed.
 //
 // L entries at a time with explicit vectors: the arithmetic of bilinear() in
 // dcnv3_sampling.h, written lane-wise because GCC does not auto-vectorise it. Invalid
 // corners point at a clamped in-image pixel with weight 0. The last block may be
 // partial: its inputs are staged zero-padded, its outputs land in the padding.
-template <bool kForward, int L, typename scalar_t, typename acc_t>
-DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scalar_t* __restrict offset,
-                                  const scalar_t* __restrict mask, const TapTable<acc_t>& taps,
+template <bool kForward, int L, typename acc_t>
+DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const acc_t* __restrict offset,
+                                  const acc_t* __restrict mask, const TapTable<acc_t>& taps,
                                   int first, int count, Samples<acc_t>& s) {
   using VF = Vec<acc_t, L>;
   using VI = Vec<LaneInt<acc_t>, L>;
@@ -89,26 +90,22 @@ DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scala
   const acc_t height = acc_t(g.height), width = acc_t(g.width);
   const LaneInt<acc_t> row = int64_t(g.width) * g.channels, channels = g.channels;
   const VI zero_i = VI{} + 0, h_last = VI{} + (g.height - 1), w_last = VI{} + (g.width - 1);
-  scalar_t staged_offset[2 * L], staged_mask[L];
+  acc_t staged_offset[2 * L], staged_mask[L];
   for (int e = 0; e < count; e += L) {
-    const scalar_t* off = offset + 2 * e;
-    const scalar_t* msk = kForward ? mask + e : nullptr;
+    const acc_t* off = offset + 2 * e;
+    const acc_t* msk = mask + e;
     if (e + L > count) {
-      for (int l = 0; l < L; ++l) {
-        const bool live = e + l < count;
-        staged_offset[2 * l] = live ? off[2 * l] : scalar_t(0);
-        staged_offset[2 * l + 1] = live ? off[2 * l + 1] : scalar_t(0);
-        if constexpr (kForward) staged_mask[l] = live ? msk[l] : scalar_t(0);
-      }
+      const int live = count - e;
+      std::fill_n(staged_offset, 2 * L, acc_t(0));
+      std::fill_n(staged_mask, L, acc_t(0));
+      std::copy_n(off, 2 * live, staged_offset);
+      std::copy_n(msk, live, staged_mask);
       off = staged_offset;
       msk = staged_mask;
     }
-    VF dx, dy, m;
-    for (int l = 0; l < L; ++l) {
-      dx[l] = static_cast<acc_t>(off[2 * l]);
-      dy[l] = static_cast<acc_t>(off[2 * l + 1]);
-      m[l] = kForward ? static_cast<acc_t>(msk[l]) : acc_t(1);
-    }
+    VF dx, dy;
+    deinterleave<L, acc_t>(load<L, acc_t>(off), load<L, acc_t>(off + L), dx, dy);
+    const VF m = load<L, acc_t>(msk);
     const VF x = cx + (load<L, acc_t>(base_x + e) + dx) * scale;
     const VF y = cy + (load<L, acc_t>(base_y + e) + dy) * scale;
     const VI inside = (y > acc_t(-1)) & (x > acc_t(-1)) & (y < height) & (x < width);
@@ -145,7 +142,9 @@ DCNV3_INLINE void compute_samples(const Geometry& g, int oy, int ox, const scala
         // gives NaN also for a tap outside the image.
         store<L>(s.weight.data() + k * cap + e, (k == 0 ? weight + poison : weight) * m);
       } else {
+        // The backward keeps a NaN mask off invalid corners (they get no input gradient).
         store<L>(s.weight.data() + k * cap + e, weight);
+        store<L>(s.masked.data() + k * cap + e, valid[k] ? weight * m : VF{});
         store<L>(s.valid.data() + k * cap + e, valid[k] ? VF{} + 1 : VF{});
       }
     }
@@ -197,6 +196,7 @@ template <typename scalar_t, int kBytes>
 DCNV3_INLINE void forward_range(const ForwardArgs<scalar_t>& a, int64_t begin, int64_t end,
                                 ForwardScratch<at::opmath_type<scalar_t>>& scratch) {
   using acc_t = at::opmath_type<scalar_t>;
+  static_assert(std::is_same_v<scalar_t, acc_t>, "forward_range: float32/float64 only");
   Samples<acc_t>& samples = scratch.samples;
   acc_t* acc = scratch.acc.data();
   const Geometry& g = a.g;
@@ -210,8 +210,8 @@ DCNV3_INLINE void forward_range(const ForwardArgs<scalar_t>& a, int64_t begin, i
     const int oy = static_cast<int>((index % a.pixels) / g.out_width);
     const int ox = static_cast<int>(index % g.out_width);
     const scalar_t* image = a.input + n * image_stride;
-    compute_samples<true, kWide<acc_t, kBytes>>(g, oy, ox, a.offset + index * entries * 2, a.mask + index * entries,
-                          *a.taps, 0, entries, samples);
+    compute_samples<true, wide>(g, oy, ox, a.offset + index * entries * 2, a.mask + index * entries, *a.taps, 0,
+                                entries, samples);
     for (int grp = 0; grp < g.group; ++grp) {
       const int32_t* element = samples.element.data() + grp * P;
       const acc_t* weight = samples.weight.data() + grp * P;
@@ -256,34 +256,27 @@ struct BackwardArgs {
 template <typename acc_t>
 struct BackwardScratch {
   BackwardScratch(const Geometry& g, int groups_per_task)
-      : samples(groups_per_task * g.points), go(g.group_channels),
-        products(4 * samples.capacity), masked_weight(4 * samples.capacity) {}
+      : samples(groups_per_task * g.points),
+        products(4 * samples.capacity) {}
   Samples<acc_t> samples;
-  std::vector<acc_t> go;             // one group's grad_output, in acc_t
   std::vector<acc_t> products;       // d[k] = <go, corner k> of entry e at [k * capacity + e]
-  std::vector<acc_t> masked_weight;  // mask * weight of corner k of entry e, same layout
 };
-
-// L values from p as acc_t, zero in the lanes from `live` on (a block's tail).
-template <int L, typename acc_t, typename scalar_t>
-DCNV3_INLINE Vec<acc_t, L> load_live(const scalar_t* p, int live) {
-  Vec<acc_t, L> v;
-  for (int l = 0; l < L; ++l) v[l] = l < live ? static_cast<acc_t>(p[l]) : acc_t(0);
-  return v;
-}
 
 // Offset and mask gradients of `count` entries from their corner products (see
 // location_and_mask_grads in dcnv3_sampling.h), L entries at a time: grad_offset gets
 // (x, y) pairs, grad_mask one value per entry; `mask` points at the first entry's mask.
-template <int L, typename scalar_t, typename acc_t>
+// Whole blocks store vectors (the pairs interleaved by shuffles); the last, partial one
+// stores its live lanes.
+template <int L, typename acc_t>
 DCNV3_INLINE void offset_and_mask_grads(const Samples<acc_t>& s, const acc_t* __restrict products,
-                                        const scalar_t* __restrict mask, int count, acc_t scale,
-                                        scalar_t* __restrict grad_offset, scalar_t* __restrict grad_mask) {
+                                        const acc_t* __restrict mask, int count, acc_t scale,
+                                        acc_t* __restrict grad_offset, acc_t* __restrict grad_mask) {
   using VF = Vec<acc_t, L>;
   const int cap = s.capacity;
   for (int e = 0; e < count; e += L) {
     const int live = std::min(L, count - e);
-    const VF m = load_live<L, acc_t>(mask + e, live);
+    VF m{};
+    std::copy_n(mask + e, live, reinterpret_cast<acc_t*>(&m));
     VF d[4], v[4], w[4];
     for (int k = 0; k < 4; ++k) {
       d[k] = load<L, acc_t>(products + k * cap + e);
@@ -296,26 +289,15 @@ DCNV3_INLINE void offset_and_mask_grads(const Samples<acc_t>& s, const acc_t* __
     const VF grad_y = m * ((acc_t(1) - lx) * (e2 - e0) + lx * (e3 - e1)) * scale;
     // A NaN sample (non-finite location) gives a NaN mask gradient.
     const VF grad_m = w[0] * d[0] + w[1] * d[1] + w[2] * d[2] + w[3] * d[3] + location_poison(ly, lx);
-    for (int l = 0; l < live; ++l) {
-      grad_offset[2 * (e + l)] = static_cast<scalar_t>(grad_x[l]);
-      grad_offset[2 * (e + l) + 1] = static_cast<scalar_t>(grad_y[l]);
-      grad_mask[e + l] = static_cast<scalar_t>(grad_m[l]);
-    }
-  }
-}
-
-// mask * weight of every corner of `count` entries, L at a time, 0 on invalid corners
-// (a NaN mask stays off them); `mask` points at the first entry's mask.
-template <int L, typename scalar_t, typename acc_t>
-DCNV3_INLINE void masked_weights(const Samples<acc_t>& s, const scalar_t* __restrict mask, int count,
-                                 acc_t* __restrict out) {
-  using VF = Vec<acc_t, L>;
-  const int cap = s.capacity;
-  for (int e = 0; e < count; e += L) {
-    const VF m = load_live<L, acc_t>(mask + e, std::min(L, count - e));
-    for (int k = 0; k < 4; ++k) {
-      const VF v = load<L, acc_t>(s.valid.data() + k * cap + e);
-      store<L>(out + k * cap + e, v != acc_t(0) ? m * load<L, acc_t>(s.weight.data() + k * cap + e) : VF{});
+    VF pairs[2];
+    interleave<L, acc_t>(grad_x, grad_y, pairs[0], pairs[1]);
+    if (live == L) {
+      store<L>(grad_offset + 2 * e, pairs[0]);
+      store<L>(grad_offset + 2 * e + L, pairs[1]);
+      store<L>(grad_mask + e, grad_m);
+    } else {
+      std::copy_n(reinterpret_cast<const acc_t*>(pairs), 2 * live, grad_offset + 2 * e);
+      std::copy_n(reinterpret_cast<const acc_t*>(&grad_m), live, grad_mask + e);
     }
   }
 }
@@ -367,11 +349,44 @@ DCNV3_INLINE void backward_group(const int32_t* __restrict element, const acc_t*
   }
 }
 
+// backward_group for a group width known at compile time (GC, a multiple of `wide`: 16 in
+// every published variant but H, which has 32): grad_output stays in registers for all
+// taps and the channel loop unrolls, which removes most of the per-tap bookkeeping the
+// general loop spends on 2-4 vectors. Same operations in the same order as backward_group,
+// so the same bits.
+template <int GC, int wide, typename acc_t>
+DCNV3_INLINE void backward_group_fixed(const int32_t* __restrict element, const acc_t* __restrict masked_weight,
+                                       int cap, const acc_t* __restrict go, const acc_t* __restrict image,
+                                       acc_t* __restrict grad_image, int points, acc_t* __restrict products) {
+  static_assert(GC % wide == 0, "backward_group_fixed: GC must be a multiple of the vector width");
+  constexpr int kVectors = GC / wide;
+  Vec<acc_t, wide> g[kVectors];
+  for (int v = 0; v < kVectors; ++v) g[v] = load<wide, acc_t>(go + v * wide);
+  for (int p = 0; p < points; ++p) {
+    Vec<acc_t, wide> prod[4] = {};
+    for (int k = 0; k < 4; ++k) {
+      const int32_t at = element[k * cap + p];
+      const acc_t mw = masked_weight[k * cap + p];
+      const acc_t* src = image + at;
+      acc_t* dst = grad_image + at;
+      for (int v = 0; v < kVectors; ++v) {
+        prod[k] += g[v] * load<wide, acc_t>(src + v * wide);
+        store<wide>(dst + v * wide, load<wide, acc_t>(dst + v * wide) + mw * g[v]);
+      }
+    }
+    acc_t d[4];
+    sum4<wide, acc_t>(prod, d);
+    for (int k = 0; k < 4; ++k) products[k * cap + p] = d[k];
+  }
+}
+
 template <typename scalar_t, int kBytes>
 DCNV3_INLINE void backward_range(
     const BackwardArgs<scalar_t>& a, int64_t begin, int64_t end,
     BackwardScratch<at::opmath_type<scalar_t>>& scratch) {
   using acc_t = at::opmath_type<scalar_t>;
+  // Half types reach the kernels as float32 copies, so grad_output is read as it is.
+  static_assert(std::is_same_v<scalar_t, acc_t>, "backward_range: float32/float64 only");
   const Geometry& g = a.g;
   const int gc = g.group_channels, P = g.points;
   const int cap = scratch.samples.capacity;
@@ -379,9 +394,7 @@ DCNV3_INLINE void backward_range(
   const acc_t scale = static_cast<acc_t>(g.offset_scale);
   const int blocks = (g.group + a.groups_per_task - 1) / a.groups_per_task;
   const Samples<acc_t>& s = scratch.samples;
-  acc_t* go = scratch.go.data();
   acc_t* products = scratch.products.data();
-  acc_t* masked = scratch.masked_weight.data();
   constexpr int wide = kWide<acc_t, kBytes>, narrow = kNarrow<acc_t, kBytes>;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / blocks;
@@ -394,17 +407,22 @@ DCNV3_INLINE void backward_range(
       const int ox = static_cast<int>(pix % g.out_width);
       // entry e = (grp - g_begin) * P + p has its offset/mask slot at `first + e`
       const int64_t first = (index * g.group + g_begin) * P;
-      compute_samples<false, wide>(g, oy, ox, a.offset + first * 2, a.mask, *a.taps, g_begin * P,
+      compute_samples<false, wide>(g, oy, ox, a.offset + first * 2, a.mask + first, *a.taps, g_begin * P,
                                    count, scratch.samples);
-      masked_weights<wide>(s, a.mask + first, count, masked);
       for (int grp = g_begin; grp < g_end; ++grp) {
         const scalar_t* image_g = a.input + n * image_stride + grp * gc;
         acc_t* grad_image_g = a.grad_input + n * image_stride + grp * gc;
-        const scalar_t* gout = a.grad_output + index * g.channels + grp * gc;
-        for (int c = 0; c < gc; ++c) go[c] = static_cast<acc_t>(gout[c]);
+        const acc_t* go = a.grad_output + index * g.channels + grp * gc;
         const int e0 = (grp - g_begin) * P;
-        backward_group<wide, narrow>(s.element.data() + e0, masked + e0, cap, go, image_g, grad_image_g,
-                                     gc, P, products + e0);
+        const int32_t* element = s.element.data() + e0;
+        const acc_t* masked = s.masked.data() + e0;
+        if (gc == 16 && 16 % wide == 0) {
+          backward_group_fixed<16, wide>(element, masked, cap, go, image_g, grad_image_g, P, products + e0);
+        } else if (gc == 32 && 32 % wide == 0) {
+          backward_group_fixed<32, wide>(element, masked, cap, go, image_g, grad_image_g, P, products + e0);
+        } else {
+          backward_group<wide, narrow>(element, masked, cap, go, image_g, grad_image_g, gc, P, products + e0);
+        }
       }
       offset_and_mask_grads<wide>(s, products, a.mask + first, count, scale, a.grad_offset + 2 * first,
                                   a.grad_mask + first);
