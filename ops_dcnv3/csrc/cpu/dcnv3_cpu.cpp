@@ -187,9 +187,8 @@ DCNV3_INLINE void gather_chunk(const scalar_t* image, const int32_t* element, co
 // Per-thread scratch of the forward pass.
 template <typename acc_t>
 struct ForwardScratch {
-  explicit ForwardScratch(const Geometry& g) : samples(g.group * g.points), acc(g.channels) {}
+  explicit ForwardScratch(const Geometry& g) : samples(g.group * g.points) {}
   Samples<acc_t> samples;
-  std::vector<acc_t> acc;  // one output pixel
 };
 
 template <typename scalar_t, int kBytes>
@@ -198,7 +197,6 @@ DCNV3_INLINE void forward_range(const ForwardArgs<scalar_t>& a, int64_t begin, i
   using acc_t = at::opmath_type<scalar_t>;
   static_assert(std::is_same_v<scalar_t, acc_t>, "forward_range: float32/float64 only");
   Samples<acc_t>& samples = scratch.samples;
-  acc_t* acc = scratch.acc.data();
   const Geometry& g = a.g;
   const int gc = g.group_channels, P = g.points;
   const int entries = g.group * P;
@@ -216,24 +214,22 @@ DCNV3_INLINE void forward_range(const ForwardArgs<scalar_t>& a, int64_t begin, i
       const int32_t* element = samples.element.data() + grp * P;
       const acc_t* weight = samples.weight.data() + grp * P;
       const scalar_t* image_g = image + grp * gc;
-      acc_t* acc_g = acc + grp * gc;
+      scalar_t* out_g = a.output + index * g.channels + grp * gc;
       int c = 0;
-      for (; c + 2 * wide <= gc; c += 2 * wide) gather_chunk<wide, 2>(image_g, element, weight, cap, P, c, acc_g);
-      for (; c + wide <= gc; c += wide) gather_chunk<wide, 1>(image_g, element, weight, cap, P, c, acc_g);
+      for (; c + 2 * wide <= gc; c += 2 * wide) gather_chunk<wide, 2>(image_g, element, weight, cap, P, c, out_g);
+      for (; c + wide <= gc; c += wide) gather_chunk<wide, 1>(image_g, element, weight, cap, P, c, out_g);
       if constexpr (narrow >= 2) {
         for (; c + narrow <= gc; c += narrow)
-          gather_chunk<narrow, 1>(image_g, element, weight, cap, P, c, acc_g);
+          gather_chunk<narrow, 1>(image_g, element, weight, cap, P, c, out_g);
       }
       for (; c < gc; ++c) {
         acc_t sum = 0;
         for (int k = 0; k < 4; ++k)
           for (int p = 0; p < P; ++p)
             sum += weight[k * cap + p] * static_cast<acc_t>(image_g[element[k * cap + p] + c]);
-        acc_g[c] = sum;
+        out_g[c] = sum;
       }
     }
-    scalar_t* out = a.output + index * g.channels;
-    for (int c = 0; c < g.channels; ++c) out[c] = static_cast<scalar_t>(acc[c]);
   }
 }
 
