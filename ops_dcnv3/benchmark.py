@@ -4,19 +4,18 @@ and a BEVFormer temporal self-attention shape.
 
     python -m ops_dcnv3.benchmark [--batch 8] [--repeat 5] [--device cpu|cuda] [--dtype float32]
 
-Every row times both implementations in the same run and prints their ratio (these
-machines are noisy; only ratios taken side by side mean something)."""
+Every row times both implementations in the same run, one call of each in turn, and
+prints the ratio of their medians (these machines are noisy; only ratios taken side by
+side mean something)."""
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-from .bench_report import Target, machine_summary, report
+from .bench_report import Target, interleaved_medians, machine_summary, report
 from .msda import kernel_available as msda_kernel_available
 from .msda import level_start_index_of, multi_scale_deformable_attn, multi_scale_deformable_attn_reference
 from .ops import dcnv3, kernel_available
@@ -52,20 +51,31 @@ def _inputs(batch: int, size: int, channels: int, group: int, dtype, device):
     return [t.to(device=device, dtype=dtype).requires_grad_() for t in (x, offset, mask)]
 
 
-def _median_ms(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+def _reference_vs_kernel(reference: Callable[[], torch.Tensor], kernel: Callable[[], torch.Tensor],
+                         inputs: tuple[torch.Tensor, ...], grad: torch.Tensor, repeat: int,
+                         device: torch.device) -> dict[str, float]:
+    """Median times (ms) of the reference and the kernel, forward and forward+backward, the
+    two timed in alternation (one warm-up call each)."""
 
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    def forward(fn):
+        with torch.no_grad():
+            return fn()
+
+    def forward_backward(fn):
+        return torch.autograd.grad(fn(), inputs, grad)
+
+    def timed(phase: Callable, fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            phase(fn)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        return run
+
+    result = {}
+    for name, phase in (("fwd", forward), ("fwdbwd", forward_backward)):
+        medians = interleaved_medians({"ref": timed(phase, reference), "ker": timed(phase, kernel)}, repeat)
+        result.update({f"{which}_{name}": seconds * 1e3 for which, seconds in medians.items()})
+    return result
 
 
 def time_level(batch: int, size: int, channels: int, group: int, repeat: int, device: torch.device,
@@ -81,19 +91,7 @@ def time_level(batch: int, size: int, channels: int, group: int, repeat: int, de
     def reference():
         return dcnv3_core_pytorch(x, offset, mask, *args, False)
 
-    def forward(fn):
-        with torch.no_grad():
-            return fn()
-
-    def forward_backward(fn):
-        return torch.autograd.grad(fn(), (x, offset, mask), grad)
-
-    return {
-        "ref_fwd": _median_ms(lambda: forward(reference), repeat, device),
-        "ker_fwd": _median_ms(lambda: forward(kernel), repeat, device),
-        "ref_fwdbwd": _median_ms(lambda: forward_backward(reference), repeat, device),
-        "ker_fwdbwd": _median_ms(lambda: forward_backward(kernel), repeat, device),
-    }
+    return _reference_vs_kernel(reference, kernel, (x, offset, mask), grad, repeat, device)
 
 
 def run(batch: int, repeat: int, device: torch.device, dtype: torch.dtype) -> list[dict]:
@@ -142,19 +140,7 @@ def time_msda(batch: int, levels, heads: int, head_dim: int, points: int, repeat
     def fallback():
         return multi_scale_deformable_attn_reference(value, shapes, loc, weights)
 
-    def forward(fn):
-        with torch.no_grad():
-            return fn()
-
-    def forward_backward(fn):
-        return torch.autograd.grad(fn(), (value, loc, weights), grad)
-
-    return {
-        "ref_fwd": _median_ms(lambda: forward(fallback), repeat, device),
-        "ker_fwd": _median_ms(lambda: forward(kernel), repeat, device),
-        "ref_fwdbwd": _median_ms(lambda: forward_backward(fallback), repeat, device),
-        "ker_fwdbwd": _median_ms(lambda: forward_backward(kernel), repeat, device),
-    }
+    return _reference_vs_kernel(fallback, kernel, (value, loc, weights), grad, repeat, device)
 
 
 def run_msda(repeat: int, device: torch.device, dtype: torch.dtype) -> list[dict]:
