@@ -182,9 +182,9 @@ class _LinearGELU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        flat = x.reshape(-1, x.shape[-1])
-        pre = torch.addmm(bias, flat, weight.t()) if bias is not None else flat.mm(weight.t())
-        out = torch.ops.ops_dcnv3.gelu_with_derivative_(pre)
+        # The bias goes into the GELU's pass: addmm would copy it into every row first.
+        pre = x.reshape(-1, x.shape[-1]).mm(weight.t())
+        out = torch.ops.ops_dcnv3.gelu_with_derivative_(pre, bias)
         ctx.save_for_backward(x, weight, pre)  # pre now holds gelu'(pre)
         ctx.has_bias = bias is not None
         return out.view(*x.shape[:-1], out.shape[-1])

@@ -59,7 +59,27 @@ def test_float64_kernel_and_non_finite_values():
     assert F.gelu(torch.tensor(float("-inf"))).isnan() == y[2].isnan()  # ATen's value at -inf
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_bias_is_added_per_column_before_the_gelu(monkeypatch, cpu_isas, dtype):
+    # 37 columns: every vector width ends each row in a tail block
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(53, 37, generator=gen, dtype=torch.float64) * 3).to(dtype)
+    bias = (torch.randn(37, generator=gen, dtype=torch.float64) * 2).to(dtype)
+    ref_y, ref_d = _reference(x.double() + bias.double())
+    tolerance = dict(rtol=1e-12, atol=1e-300) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for isa in cpu_isas if dtype == torch.float32 else ["default"]:
+        monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+        pre = x.clone()
+        y = torch.ops.ops_dcnv3.gelu_with_derivative_(pre, bias)
+        torch.testing.assert_close(y.double(), ref_y, **tolerance)
+        torch.testing.assert_close(pre.double(), ref_d, **tolerance)
+
+
 def test_bad_input_is_named():
+    with pytest.raises(RuntimeError, match="bias must have one value per entry of input's last axis"):
+        torch.ops.ops_dcnv3.gelu_with_derivative_(torch.ones(4, 6), torch.ones(4))
+    with pytest.raises(RuntimeError, match="bias must match input's dtype"):
+        torch.ops.ops_dcnv3.gelu_with_derivative_(torch.ones(4, 6), torch.ones(6, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="input must be float32 or float64"):
         torch.ops.ops_dcnv3.gelu_with_derivative_(torch.ones(4, dtype=torch.bfloat16))
     with pytest.raises(RuntimeError, match="input must be contiguous"):

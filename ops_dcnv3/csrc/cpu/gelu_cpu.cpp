@@ -1,5 +1,6 @@
 // CPU kernel of ops_dcnv3::gelu_with_derivative_: y = x * Phi(x) and, in place of x,
-// y' = Phi(x) + x * phi(x) (Phi, phi: the standard normal's distribution and density).
+// y' = Phi(x) + x * phi(x) (Phi, phi: the standard normal's distribution and density), at
+// x + bias where a bias (one value per column of the last axis) is given.
 //
 // float32 runs in vectors: phi by exp (exp_nonpositive in cpu_vec.h), the
 // normal tail Q(|x|) = phi(x) * M(|x|) with M, the Mills ratio, as t * poly(2t - 1),
@@ -12,7 +13,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "cpu_vec.h"
 
@@ -26,9 +29,9 @@ constexpr float kMills[] = {0.70853022416881672f,    0.43484195459687813f,   0.1
 constexpr float kInvSqrt2Pi = 0.398942280401432678f;
 
 template <int L>
-DCNV3_INLINE void gelu_block(float* __restrict x, float* __restrict y) {
+DCNV3_INLINE void gelu_block(float* __restrict x, float* __restrict y, Vec<float, L> shift) {
   using V = Vec<float, L>;
-  const V v = load<L, float>(x);
+  const V v = load<L, float>(x) + shift;
   const V z = v < 0.0f ? -v : v;
   // Below e^-80 the tail Q is under 6e-37: exp_nonpositive's zero, not denormal arithmetic.
   const V phi = exp_nonpositive<L>(-0.5f * z * z) * kInvSqrt2Pi;
@@ -42,40 +45,71 @@ DCNV3_INLINE void gelu_block(float* __restrict x, float* __restrict y) {
   store<L>(x, cdf + v * phi);
 }
 
+// Values [0, count) of x and y, plus bias[0, count) where bias is given.
 template <int L>
-DCNV3_INLINE void gelu_range(float* x, float* y, int64_t begin, int64_t end) {
-  int64_t i = begin;
-  for (; i + L <= end; i += L) gelu_block<L>(x + i, y + i);
-  if (i < end) {  // the tail through a zero-padded block: the same arithmetic for every value
-    float xs[L] = {}, ys[L];
-    std::memcpy(xs, x + i, (end - i) * sizeof(float));
-    gelu_block<L>(xs, ys);
-    std::memcpy(x + i, xs, (end - i) * sizeof(float));
-    std::memcpy(y + i, ys, (end - i) * sizeof(float));
+DCNV3_INLINE void gelu_span(float* x, float* y, const float* bias, int64_t count) {
+  using V = Vec<float, L>;
+  int64_t i = 0;
+  for (; i + L <= count; i += L) gelu_block<L>(x + i, y + i, bias ? load<L, float>(bias + i) : V{});
+  if (i < count) {  // the tail through a zero-padded block: the same arithmetic for every value
+    float xs[L] = {}, ys[L], bs[L] = {};
+    const size_t bytes = (count - i) * sizeof(float);
+    std::memcpy(xs, x + i, bytes);
+    if (bias) std::memcpy(bs, bias + i, bytes);
+    gelu_block<L>(xs, ys, load<L, float>(bs));
+    std::memcpy(x + i, xs, bytes);
+    std::memcpy(y + i, ys, bytes);
   }
 }
 
-#define DCNV3_GELU_VARIANT(NAME, TARGET, BYTES)                                                   \
-  __attribute__((flatten)) TARGET void gelu_##NAME(float* x, float* y, int64_t b, int64_t e) { \
-    gelu_range<BYTES / 4>(x, y, b, e);                                                              \
+// Rows [begin, end) of `cols` values (the bias, if any, spans a row).
+template <int L>
+DCNV3_INLINE void gelu_rows(float* x, float* y, const float* bias, int64_t cols, int64_t begin, int64_t end) {
+  if (bias == nullptr) {
+    gelu_span<L>(x + begin * cols, y + begin * cols, nullptr, (end - begin) * cols);
+    return;
+  }
+  for (int64_t r = begin; r < end; ++r) gelu_span<L>(x + r * cols, y + r * cols, bias, cols);
+}
+
+#define DCNV3_GELU_VARIANT(NAME, TARGET, BYTES)                                                     \
+  __attribute__((flatten)) TARGET void gelu_##NAME(float* x, float* y, const float* bias, int64_t cols, \
+                                                   int64_t b, int64_t e) {                             \
+    gelu_rows<BYTES / 4>(x, y, bias, cols, b, e);                                                      \
   }
 DCNV3_FOR_EACH_ISA(DCNV3_GELU_VARIANT)
 #undef DCNV3_GELU_VARIANT
 
-at::Tensor gelu_with_derivative_cpu(at::Tensor& input) {
+at::Tensor gelu_with_derivative_cpu(at::Tensor& input, const std::optional<at::Tensor>& bias) {
   const auto dtype = input.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
               "gelu_with_derivative_: input must be float32 or float64, got ", dtype);
   TORCH_CHECK(input.is_contiguous(), "gelu_with_derivative_: input must be contiguous (it is overwritten "
               "in place), got strides ", input.strides());
+  // Rows of `cols` values: with a bias the last axis, else one flat row split in chunks.
+  int64_t cols = 1;
+  at::Tensor bias_c;
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(input.dim() >= 1 && bias->dim() == 1 && bias->size(0) == input.size(-1),
+                "gelu_with_derivative_: bias must have one value per entry of input's last axis (",
+                input.dim() >= 1 ? input.size(-1) : 0, "), got shape ", bias->sizes());
+    TORCH_CHECK(bias->scalar_type() == dtype && bias->device() == input.device(),
+                "gelu_with_derivative_: bias must match input's dtype and device, got ", bias->scalar_type(),
+                " on ", bias->device());
+    bias_c = bias->contiguous();
+    cols = input.size(-1);
+  }
   at::Tensor output = at::empty_like(input);
-  const int64_t n = input.numel();
+  const int64_t rows = cols > 0 ? input.numel() / cols : 0;
+  // About 16K values per task either way.
+  const int64_t grain = std::max<int64_t>(1, (dtype == at::kDouble ? 4096 : 16384) / std::max<int64_t>(cols, 1));
   if (dtype == at::kDouble) {
     double* x = input.mutable_data_ptr<double>();
     double* y = output.mutable_data_ptr<double>();
-    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const double v = x[i];
+    const double* b = bias_c.defined() ? bias_c.const_data_ptr<double>() : nullptr;
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin * cols; i < end * cols; ++i) {
+        const double v = x[i] + (b ? b[i % cols] : 0.0);
         const double cdf = 0.5 * std::erfc(-v * M_SQRT1_2);
         y[i] = v * cdf;
         x[i] = cdf + v * std::exp(-0.5 * v * v) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
@@ -85,9 +119,10 @@ at::Tensor gelu_with_derivative_cpu(at::Tensor& input) {
   }
   float* x = input.mutable_data_ptr<float>();
   float* y = output.mutable_data_ptr<float>();
+  const float* b = bias_c.defined() ? bias_c.const_data_ptr<float>() : nullptr;
   const Isa isa = active_isa(Isa::kAvx512);
-  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
-    DCNV3_CALL_ISA(isa, gelu, , x, y, begin, end);
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    DCNV3_CALL_ISA(isa, gelu, , x, y, b, cols, begin, end);
   });
   return output;
 }
