@@ -3,9 +3,10 @@
 // kernel ran 1.4-1.5x slower in bfloat16 than in float32, the copies cost a few percent).
 //
 // Forward: parallel over output pixels, each writing its own C outputs.
-// Backward: parallel over (image, group) pairs. Every write of a task (that image's
-// grad_input channels of the group, and the group's offset/mask slots) belongs to the
-// task alone: no atomics, and the result is deterministic.
+// Backward: parallel over (image, block of groups) tasks. Every write of a task (that
+// image's grad_input channels of the groups, and their offset/mask slots) belongs to the
+// task alone: no atomics, and the result is deterministic. Both hand out their work in
+// chunks to whichever thread is free (parallel_chunks in cpu_vec.h).
 //
 // Inner loops run over a group's contiguous channels with GCC vector types. The
 // per-range bodies are compiled three times (baseline x86-64, AVX2+FMA, AVX-512) and
@@ -447,20 +448,22 @@ template <typename scalar_t>
 void run_forward(const ForwardArgs<scalar_t>& a, int64_t total) {
   using acc_t = at::opmath_type<scalar_t>;
   const Isa isa = active_isa();
-  at::parallel_for(0, total, 16, [&](int64_t begin, int64_t end) {
-    ForwardScratch<acc_t> scratch(a.g);
-    DCNV3_CALL_ISA(isa, forward, , a, begin, end, scratch);
-  });
+  parallel_chunks(
+      total, 16, [&] { return ForwardScratch<acc_t>(a.g); },
+      [&](int64_t begin, int64_t end, ForwardScratch<acc_t>& scratch) {
+        DCNV3_CALL_ISA(isa, forward, , a, begin, end, scratch);
+      });
 }
 
 template <typename scalar_t>
 void run_backward(const BackwardArgs<scalar_t>& a, int64_t tasks) {
   using acc_t = at::opmath_type<scalar_t>;
   const Isa isa = active_isa();
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    BackwardScratch<acc_t> scratch(a.g, a.groups_per_task);
-    DCNV3_CALL_ISA(isa, backward, , a, begin, end, scratch);
-  });
+  parallel_chunks(
+      tasks, 1, [&] { return BackwardScratch<acc_t>(a.g, a.groups_per_task); },
+      [&](int64_t begin, int64_t end, BackwardScratch<acc_t>& scratch) {
+        DCNV3_CALL_ISA(isa, backward, , a, begin, end, scratch);
+      });
 }
 
 // Groups per backward task: whole images when the batch alone keeps every thread busy

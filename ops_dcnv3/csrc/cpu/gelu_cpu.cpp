@@ -107,7 +107,7 @@ at::Tensor gelu_with_derivative_cpu(at::Tensor& input, const std::optional<at::T
     double* x = input.mutable_data_ptr<double>();
     double* y = output.mutable_data_ptr<double>();
     const double* b = bias_c.defined() ? bias_c.const_data_ptr<double>() : nullptr;
-    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    parallel_chunks(rows, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin * cols; i < end * cols; ++i) {
         const double v = x[i] + (b ? b[i % cols] : 0.0);
         const double cdf = 0.5 * std::erfc(-v * M_SQRT1_2);
@@ -121,7 +121,7 @@ at::Tensor gelu_with_derivative_cpu(at::Tensor& input, const std::optional<at::T
   float* y = output.mutable_data_ptr<float>();
   const float* b = bias_c.defined() ? bias_c.const_data_ptr<float>() : nullptr;
   const Isa isa = active_isa(Isa::kAvx512);
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+  parallel_chunks(rows, grain, [&](int64_t begin, int64_t end) {
     DCNV3_CALL_ISA(isa, gelu, , x, y, b, cols, begin, end);
   });
   return output;

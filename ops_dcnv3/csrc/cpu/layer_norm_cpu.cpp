@@ -156,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
     acc_t* rp = rstd.mutable_data_ptr<acc_t>();
     // ~16 KiB of input per task: enough work to amortise the scheduling.
     const int64_t grain = std::max<int64_t>(1, 4096 / channels);
-    at::parallel_for(0, row_count, grain, [&](int64_t begin, int64_t end) {
+    parallel_chunks(row_count, grain, [&](int64_t begin, int64_t end) {
       DCNV3_CALL_ISA(isa, rows, <scalar_t>, xp, wp, bp, yp, mp, rp, channels, eps, begin, end);
     });
   });
@@ -268,7 +268,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
     const scalar_t* wp = w.defined() ? w.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* dxp = grad_input.mutable_data_ptr<scalar_t>();
     scalar_t* pp = partial.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    parallel_chunks(blocks, 1, [&](int64_t first, int64_t last) {
       for (int64_t block = first; block < last; ++block) {
         const int64_t begin = block * rows_per_block;
         const int64_t end = std::min(row_count, begin + rows_per_block);

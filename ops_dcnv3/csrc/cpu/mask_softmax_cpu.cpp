@@ -102,7 +102,7 @@ constexpr int64_t kTile = 64;
 // Runs f(first_tile, last_tile) over the tiles of `pixels`, ~32K values of `rows` per task.
 template <typename F>
 void for_tiles(int64_t pixels, int64_t rows, const F& f) {
-  at::parallel_for(0, (pixels + kTile - 1) / kTile, std::max<int64_t>(1, 32768 / (rows * kTile)), f);
+  parallel_chunks((pixels + kTile - 1) / kTile, std::max<int64_t>(1, 32768 / (rows * kTile)), f);
 }
 
 template <int L, typename acc_t>

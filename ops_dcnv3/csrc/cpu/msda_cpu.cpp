@@ -412,14 +412,15 @@ void run(const Args<scalar_t>& a, bool backward) {
   check_offsets_fit(a.s);
   const Isa isa = active_isa();
   const int64_t tasks = backward ? a.s.batch * a.s.heads : a.s.batch * a.s.heads * a.s.queries;
-  at::parallel_for(0, tasks, backward ? 1 : 64, [&](int64_t begin, int64_t end) {
-    Scratch<scalar_t> scratch(a.s, a.table->capacity);
-    if (backward) {
-      DCNV3_CALL_ISA(isa, backward, , a, begin, end, scratch);
-    } else {
-      DCNV3_CALL_ISA(isa, forward, , a, begin, end, scratch);
-    }
-  });
+  parallel_chunks(
+      tasks, backward ? 1 : 64, [&] { return Scratch<scalar_t>(a.s, a.table->capacity); },
+      [&](int64_t begin, int64_t end, Scratch<scalar_t>& scratch) {
+        if (backward) {
+          DCNV3_CALL_ISA(isa, backward, , a, begin, end, scratch);
+        } else {
+          DCNV3_CALL_ISA(isa, forward, , a, begin, end, scratch);
+        }
+      });
 }
 
 template <typename scalar_t>
