@@ -164,6 +164,20 @@ DCNV3_INLINE void scatter_and_products(const acc_t* go, const scalar_t* const sr
   }
 }
 
+// The same for a channel count GC known at compile time (a multiple of N), with the
+// channels of go already in registers (g[GC / N]): the loop unrolls and go is loaded once
+// per group of taps instead of once per tap.
+template <int GC, int N, typename scalar_t, typename acc_t>
+DCNV3_INLINE void scatter_and_products_fixed(const Vec<acc_t, N>* g, const scalar_t* const src[4],
+                                             acc_t* const dst[4], const acc_t mw[4], Vec<acc_t, N> prod[4]) {
+  static_assert(GC % N == 0, "scatter_and_products_fixed: GC must be a multiple of the vector width");
+  for (int k = 0; k < 4; ++k)
+    for (int v = 0; v < GC / N; ++v) {
+      prod[k] += g[v] * load<N, acc_t>(src[k] + v * N);
+      store<N>(dst[k] + v * N, load<N, acc_t>(dst[k] + v * N) + mw[k] * g[v]);
+    }
+}
+
 // e^a for float32 lanes with a <= 0 (GELU's density, softmax): 2^k e^r, |r| <= ln2 / 2,
 // a degree-7 Taylor polynomial (2 ulps); lanes below -80 give 0 (no denormal arithmetic
 // downstream), NaN stays NaN.

