@@ -304,11 +304,21 @@ DCNV3_INLINE void offset_and_mask_grads(const Samples<acc_t>& s, const acc_t* __
 // products[k * cap + p] for offset_and_mask_grads. element and masked_weight start at
 // the group's first entry. Raw restrict pointers: the vector stores (memcpy) into grad_input
 // would otherwise make the compiler reload every geometry field after each one.
-template <int wide, int narrow, typename scalar_t, typename acc_t>
+//
+// kWidth > 0 is the group width known at compile time (a multiple of `wide`: 16 in every
+// published variant but H and G, which have 32): grad_output then stays in registers for
+// all taps and the channel loop unrolls, which removes most of the per-tap bookkeeping the
+// general loop (kWidth 0) spends on 2-4 vectors (1.4-1.6x the backward per level,
+// InternImage-T, Xeon). Both do the same operations in the same order: the same bits.
+template <int kWidth, int wide, int narrow, typename scalar_t, typename acc_t>
 DCNV3_INLINE void backward_group(const int32_t* __restrict element, const acc_t* __restrict masked_weight,
                                  int cap, const acc_t* __restrict go, const scalar_t* __restrict image,
                                  acc_t* __restrict grad_image, int gc, int points,
                                  acc_t* __restrict products) {
+  Vec<acc_t, wide> g[kWidth > 0 ? kWidth / wide : 1];
+  if constexpr (kWidth > 0) {
+    for (int v = 0; v < kWidth / wide; ++v) g[v] = load<wide, acc_t>(go + v * wide);
+  }
   for (int p = 0; p < points; ++p) {
     const scalar_t* src[4];
     acc_t* dst[4];
@@ -320,56 +330,34 @@ DCNV3_INLINE void backward_group(const int32_t* __restrict element, const acc_t*
     }
     // Branch-free over the corners (an invalid one has weight 0 and a clamped pixel);
     // the products stay vectors until one four-way reduction per tap.
-    int c = 0;
     acc_t d[4];
-    {
+    if constexpr (kWidth > 0) {
       Vec<acc_t, wide> prod[4] = {};
-      scatter_and_products<wide>(go, src, dst, mw, c, gc, prod);
+      scatter_and_products_fixed<kWidth, wide>(g, src, dst, mw, prod);
       sum4<wide, acc_t>(prod, d);
-    }
-    if constexpr (narrow >= 2) {
-      if (c + narrow <= gc) {  // group widths that are not a multiple of `wide`
-        Vec<acc_t, narrow> prod[4] = {};
-        scatter_and_products<narrow>(go, src, dst, mw, c, gc, prod);
-        acc_t dn[4];
-        sum4<narrow, acc_t>(prod, dn);
-        for (int k = 0; k < 4; ++k) d[k] += dn[k];
+    } else {
+      int c = 0;
+      {
+        Vec<acc_t, wide> prod[4] = {};
+        scatter_and_products<wide>(go, src, dst, mw, c, gc, prod);
+        sum4<wide, acc_t>(prod, d);
+      }
+      if constexpr (narrow >= 2) {
+        if (c + narrow <= gc) {  // group widths that are not a multiple of `wide`
+          Vec<acc_t, narrow> prod[4] = {};
+          scatter_and_products<narrow>(go, src, dst, mw, c, gc, prod);
+          acc_t dn[4];
+          sum4<narrow, acc_t>(prod, dn);
+          for (int k = 0; k < 4; ++k) d[k] += dn[k];
+        }
+      }
+      for (; c < gc; ++c) {
+        for (int k = 0; k < 4; ++k) {
+          d[k] += go[c] * static_cast<acc_t>(src[k][c]);
+          dst[k][c] += mw[k] * go[c];
+        }
       }
     }
-    for (; c < gc; ++c) {
-      for (int k = 0; k < 4; ++k) {
-        d[k] += go[c] * static_cast<acc_t>(src[k][c]);
-        dst[k][c] += mw[k] * go[c];
-      }
-    }
-    for (int k = 0; k < 4; ++k) products[k * cap + p] = d[k];
-  }
-}
-
-// backward_group for a group width known at compile time (GC, a multiple of `wide`: 16 in
-// every published variant but H and G, which have 32): grad_output stays in registers for
-// all taps and the channel loop unrolls, which removes most of the per-tap bookkeeping the
-// general loop spends on 2-4 vectors (1.4-1.6x the backward per level, InternImage-T,
-// Xeon). Same operations in the same order as backward_group, so the same bits.
-template <int GC, int wide, typename acc_t>
-DCNV3_INLINE void backward_group_fixed(const int32_t* __restrict element, const acc_t* __restrict masked_weight,
-                                       int cap, const acc_t* __restrict go, const acc_t* __restrict image,
-                                       acc_t* __restrict grad_image, int points, acc_t* __restrict products) {
-  Vec<acc_t, wide> g[GC / wide];
-  for (int v = 0; v < GC / wide; ++v) g[v] = load<wide, acc_t>(go + v * wide);
-  for (int p = 0; p < points; ++p) {
-    const acc_t* src[4];
-    acc_t* dst[4];
-    acc_t mw[4];
-    for (int k = 0; k < 4; ++k) {
-      src[k] = image + element[k * cap + p];
-      dst[k] = grad_image + element[k * cap + p];
-      mw[k] = masked_weight[k * cap + p];
-    }
-    Vec<acc_t, wide> prod[4] = {};
-    scatter_and_products_fixed<GC, wide>(g, src, dst, mw, prod);
-    acc_t d[4];
-    sum4<wide, acc_t>(prod, d);
     for (int k = 0; k < 4; ++k) products[k * cap + p] = d[k];
   }
 }
@@ -410,12 +398,12 @@ DCNV3_INLINE void backward_range(
         const int e0 = (grp - g_begin) * P;
         const int32_t* element = s.element.data() + e0;
         const acc_t* masked = s.masked.data() + e0;
-        if (gc == 16 && 16 % wide == 0) {
-          backward_group_fixed<16, wide>(element, masked, cap, go, image_g, grad_image_g, P, products + e0);
-        } else if (gc == 32 && 32 % wide == 0) {
-          backward_group_fixed<32, wide>(element, masked, cap, go, image_g, grad_image_g, P, products + e0);
+        if (gc == 16) {
+          backward_group<16, wide, narrow>(element, masked, cap, go, image_g, grad_image_g, gc, P, products + e0);
+        } else if (gc == 32) {
+          backward_group<32, wide, narrow>(element, masked, cap, go, image_g, grad_image_g, gc, P, products + e0);
         } else {
-          backward_group<wide, narrow>(element, masked, cap, go, image_g, grad_image_g, gc, P, products + e0);
+          backward_group<0, wide, narrow>(element, masked, cap, go, image_g, grad_image_g, gc, P, products + e0);
         }
       }
       offset_and_mask_grads<wide>(s, products, a.mask + first, count, scale, a.grad_offset + 2 * first,
