@@ -1,6 +1,7 @@
-// CPU building blocks shared by the kernels of ops_dcnv3 (DCNv3, MSDA): GCC vector types
-// with loads that widen bfloat16, tree reductions, the channel loop of a bilinear
-// backward, and the run-time choice of instruction set (DCNV3_CPU_ISA).
+// CPU building blocks shared by the kernels of ops_dcnv3 (DCNv3, MSDA, LayerNorm, GELU,
+// mask softmax): GCC vector types with loads that widen bfloat16, tree reductions and lane
+// shuffles, the channel loops of a bilinear backward, work sharing between threads, and
+// the run-time choice of instruction set (DCNV3_CPU_ISA).
 #pragma once
 
 #include <ATen/Parallel.h>
