@@ -12,9 +12,9 @@
 // (DCNV3_CPU_ISA). The backward of 32-channel heads (DINO, Deformable DETR, BEVFormer)
 // holds grad_output in registers and unrolls the channel loop (scatter_and_products_fixed,
 // as DCNv3's 16/32-channel groups: backward 5-15 % faster at the DINO shape, 30-40 % at
-// BEVFormer's TSA, float32 and bfloat16). A corner outside the level reads a row of zeros and writes into a
-// scratch row, so the loops have no branches and a NaN in value counts exactly where
-// grid_sample reads it.
+// BEVFormer's TSA, float32 and bfloat16). A corner outside the level reads a row of zeros
+// and writes into a scratch row, so the loops have no branches and a NaN in value counts
+// exactly where grid_sample reads it.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -327,7 +327,7 @@ DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
   const int count = table.count, cap = scratch.points.capacity;
   const Points<acc_t>& pts = scratch.points;
   acc_t* go = scratch.go.data();
-  const bool fixed_32 = head_dim == 32 && 32 % wide == 0;
+  const bool fixed_32 = head_dim == 32;
   Vec<acc_t, wide> go_vectors[32 / wide];
   for (int64_t task = begin; task < end; ++task) {  // task = b * heads + h
     const int64_t b = task / s.heads, h = task % s.heads;
@@ -337,9 +337,10 @@ DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
     for (int64_t q = 0; q < s.queries; ++q) {
       const int64_t bqh = (b * s.queries + q) * s.heads + h;
       const scalar_t* gout = a.grad_output + bqh * s.head_dim;
-      for (int c = 0; c < head_dim; ++c) go[c] = static_cast<acc_t>(gout[c]);
-      if (fixed_32) {
-        for (int v = 0; v < 32 / wide; ++v) go_vectors[v] = load<wide, acc_t>(go + v * wide);
+      if (fixed_32) {  // straight into registers (load widens bfloat16)
+        for (int v = 0; v < 32 / wide; ++v) go_vectors[v] = load<wide, acc_t>(gout + v * wide);
+      } else {
+        for (int c = 0; c < head_dim; ++c) go[c] = static_cast<acc_t>(gout[c]);
       }
       const int64_t point0 = bqh * count;
       if (count <= narrow) {
