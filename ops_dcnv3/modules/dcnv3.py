@@ -12,7 +12,15 @@ from torch import nn
 
 from ..ops import dcnv3
 from ..reference import dcnv3_core_pytorch
-from .layers import build_act_layer, build_norm_layer, linear, mask_softmax
+from .layers import (
+    LayerNorm,
+    ToChannelsLast,
+    build_act_layer,
+    build_norm_layer,
+    hooks_attached,
+    linear,
+    mask_softmax,
+)
 
 IM2COL_STEP = 256
 
@@ -95,13 +103,16 @@ class _DCNv3Base(nn.Module):
             raise ValueError(_layout_message(type(self).__name__, tuple(input.shape), self.channels))
         n, h, w, _ = input.shape
         value = linear(input, self.input_proj)
-        query = self.dw_conv(input.permute(0, 3, 1, 2))
+        query = self._depthwise(input)
         offset = linear(query, self.offset)
-        mask = self._mask_softmax(query).to(value.dtype).view(n, h, w, -1)
+        mask = self._mask_softmax(query).view(n, h, w, -1)
+        # The op's dtype: the value's, or float32 where the mask kernel turned bfloat16 logits
+        # into a float32 mask (the CPU op computes bfloat16 in float32 copies anyway).
+        dtype = torch.promote_types(value.dtype, mask.dtype)
         k = self.kernel_size
         out = type(self).core(
-            value, offset.to(value.dtype), mask, k, k, self.stride, self.stride, self.pad, self.pad,
-            self.dilation, self.dilation, self.group, self.group_channels, self.offset_scale,
+            value.to(dtype), offset.to(dtype), mask.to(dtype), k, k, self.stride, self.stride, self.pad,
+            self.pad, self.dilation, self.dilation, self.group, self.group_channels, self.offset_scale,
             IM2COL_STEP, bool(self.remove_center))
         if self.center_feature_scale:
             scale = torch.sigmoid(F.linear(query, self.center_feature_scale_proj_weight,
@@ -109,6 +120,17 @@ class _DCNv3Base(nn.Module):
             scale = scale.repeat_interleave(self.group_channels, dim=-1)
             out = out * (1 - scale) + value * scale
         return linear(out, self.output_proj)
+
+    def _depthwise(self, input: torch.Tensor) -> torch.Tensor:
+        """dw_conv on channels-last input: (N, H, W, C) -> (N, H, W, C). With LayerNorm and
+        exact GELU (every published variant) the two run as one LayerNorm.forward_gelu,
+        unless a hook watches dw_conv or its norm/activation (then they are called)."""
+        conv, norm, act = self.dw_conv
+        if (isinstance(act, nn.GELU) and act.approximate == "none" and len(norm) == 2
+                and isinstance(norm[0], ToChannelsLast) and isinstance(norm[1], LayerNorm)
+                and not hooks_attached(self.dw_conv, norm, *norm, act)):
+            return norm[1].forward_gelu(norm[0](conv(input.permute(0, 3, 1, 2))))
+        return self.dw_conv(input.permute(0, 3, 1, 2))
 
     def _mask_softmax(self, query: torch.Tensor) -> torch.Tensor:
         """softmax(mask(query)) over each group's points, as a contiguous (N*H*W, group*P)

@@ -48,6 +48,18 @@ def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
     return x.dtype in supported and _cpu_op_built("layer_norm_last")
 
 
+def hooks_attached(*modules: nn.Module) -> bool:
+    """Whether a forward/backward hook (on any of ``modules``, or global) would see their
+    calls: a fused path that skips calling them must then call them instead."""
+    from torch.nn.modules import module as module_state
+
+    if (module_state._global_forward_hooks or module_state._global_forward_pre_hooks
+            or module_state._global_backward_hooks or module_state._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in modules)
+
+
 @functools.cache
 def _cpu_op_built(name: str) -> bool:
     """Whether the built extension registers ``ops_dcnv3::<name>`` (looked up once per op)."""
@@ -74,6 +86,27 @@ class _LayerNormLast(torch.autograd.Function):
                 grad_b if wanted[2] else None, None)
 
 
+class _LayerNormGELULast(torch.autograd.Function):
+    """GELU(LayerNorm(x)) in one kernel pass that also writes the GELU's derivative; the
+    backward multiplies it into the incoming gradient inside the LayerNorm backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        out, derivative, mean, rstd = torch.ops.ops_dcnv3.layer_norm_gelu_last(x, weight, bias, eps, True)
+        ctx.save_for_backward(x, weight, mean, rstd, derivative)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight, mean, rstd, derivative = ctx.saved_tensors
+        grad_x, grad_w, grad_b = torch.ops.ops_dcnv3.layer_norm_last_backward(grad, x, mean, rstd, weight,
+                                                                             derivative)
+        wanted = ctx.needs_input_grad
+        return (grad_x if wanted[0] else None, grad_w if wanted[1] else None,
+                grad_b if wanted[2] else None, None)
+
+
 class _MaskSoftmax(torch.autograd.Function):
     """ops_dcnv3's mask softmax and its backward (float32/float64 CPU)."""
 
@@ -95,12 +128,14 @@ def mask_softmax(logits: torch.Tensor, group: int, use_kernel: bool = True) -> t
     """DCNv3's modulation mask from logits laid out (group * P, pixels): the softmax over each
     group's P points, as a contiguous (pixels, group * P) tensor.
 
-    With ``use_kernel``, on CPU (float32/float64, eagerly) one kernel pass does the softmax
-    and the transposition; otherwise (and where tracing, exporting or compiling) it is
-    ATen's softmax over the outer points axis, then a transposing copy."""
-    if (use_kernel and _eager_on_cpu(logits) and logits.dtype in (torch.float32, torch.float64)
-            and _cpu_op_built("mask_softmax")):
-        if torch.is_grad_enabled() and logits.requires_grad:
+    With ``use_kernel``, on CPU (float32/float64, and bfloat16 logits without gradients,
+    which give a float32 mask; eagerly) one kernel pass does the softmax and the
+    transposition; otherwise (and where tracing, exporting or compiling) it is ATen's
+    softmax over the outer points axis, then a transposing copy."""
+    wants_grad = torch.is_grad_enabled() and logits.requires_grad
+    dtypes = (torch.float32, torch.float64) + (() if wants_grad else (torch.bfloat16,))
+    if use_kernel and _eager_on_cpu(logits) and logits.dtype in dtypes and _cpu_op_built("mask_softmax"):
+        if wants_grad:
             return _MaskSoftmax.apply(logits, group)
         return torch.ops.ops_dcnv3.mask_softmax(logits, group)
     mask = logits.view(group, logits.shape[0] // group, -1).softmax(dim=1)
@@ -119,6 +154,16 @@ class LayerNorm(nn.LayerNorm):
         if torch.is_grad_enabled():
             return _LayerNormLast.apply(x, self.weight, self.bias, self.eps)
         return torch.ops.ops_dcnv3.layer_norm_last(x, self.weight, self.bias, self.eps)[0]
+
+    def forward_gelu(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.gelu(self(x))`` (exact GELU). Where the kernel serves, one pass: the norm's
+        output is never written, and in training the GELU's derivative is, so the backward
+        needs no gelu_backward (DCNv3's depthwise path: conv, LayerNorm, GELU)."""
+        if not (_layer_norm_kernel_serves(x, self) and _cpu_op_built("layer_norm_gelu_last")):
+            return F.gelu(super().forward(x))
+        if torch.is_grad_enabled():
+            return _LayerNormGELULast.apply(x, self.weight, self.bias, self.eps)
+        return torch.ops.ops_dcnv3.layer_norm_gelu_last(x, self.weight, self.bias, self.eps, False)[0]
 
 
 def build_norm_layer(dim: int, norm_layer: str, in_format: str = "channels_last",

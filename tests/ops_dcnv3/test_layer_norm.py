@@ -1,6 +1,8 @@
 """ops_dcnv3's CPU LayerNorm kernel (layer_norm_last) and the LayerNorm module that uses
 it, against ATen's layer_norm: values, mean/rstd, gradients, every CPU code path, the
-fallbacks (non-contiguous input, tracing, bfloat16 training) and bad input."""
+fallbacks (non-contiguous input, tracing, bfloat16 training) and bad input; and the fused
+LayerNorm + GELU (layer_norm_gelu_last, the backward's grad_scale, LayerNorm.forward_gelu)
+against LayerNorm then an erfc GELU."""
 
 from __future__ import annotations
 
@@ -178,3 +180,126 @@ def test_backward_bad_input_is_named():
     with pytest.raises(RuntimeError, match="input must be float64 or float32"):
         xb = x.bfloat16()
         torch.ops.ops_dcnv3.layer_norm_last_backward(xb, xb, stats[1], stats[2], None)
+
+
+# ---------------------------------------------------------------- LayerNorm + GELU
+def _gelu_reference(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GELU and its derivative in float64 through erfc."""
+    cdf = 0.5 * torch.special.erfc(-v / 2**0.5)
+    return v * cdf, cdf + v * torch.exp(-0.5 * v * v) / (2 * torch.pi) ** 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 64), (9, 70), (4, 3), (2, 3, 3, 512)])
+def test_layer_norm_gelu_matches_the_composition(monkeypatch, cpu_isas, dtype, shape):
+    x, weight, bias = _inputs(shape, dtype, seed=shape[-1] + 1)
+    norm = F.layer_norm(x.double(), shape[-1:], weight.double(), bias.double(), 1e-6)
+    ref, ref_derivative = _gelu_reference(norm)
+    tol = {torch.float64: 1e-12, torch.float32: 3e-5, torch.bfloat16: 1.6e-2}[dtype]
+    for isa in cpu_isas:
+        monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+        want_derivative = dtype != torch.bfloat16
+        out, derivative, mean, rstd = torch.ops.ops_dcnv3.layer_norm_gelu_last(x, weight, bias, 1e-6,
+                                                                               want_derivative)
+        assert out.dtype == dtype and out.shape == x.shape
+        torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * 8)
+        plain = torch.ops.ops_dcnv3.layer_norm_last(x, weight, bias, 1e-6)
+        assert torch.equal(mean, plain[1]) and torch.equal(rstd, plain[2])
+        if want_derivative:
+            assert derivative.dtype == dtype
+            torch.testing.assert_close(derivative.double(), ref_derivative, rtol=tol, atol=tol * 8)
+        else:
+            assert derivative is None or derivative.numel() == 0  # not asked for: undefined
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_grad_scale_multiplies_the_incoming_gradient(monkeypatch, cpu_isas, dtype):
+    x, weight, bias = _inputs((3, 6, 70), dtype, offset=1.0, seed=3)
+    gen = torch.Generator().manual_seed(5)
+    grad = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype)
+    scale = torch.rand(x.shape, generator=gen, dtype=torch.float64).to(dtype)
+    _, mean, rstd = torch.ops.ops_dcnv3.layer_norm_last(x, weight, bias, 1e-6)
+    for isa in cpu_isas:
+        monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+        fused = torch.ops.ops_dcnv3.layer_norm_last_backward(grad, x, mean, rstd, weight, scale)
+        plain = torch.ops.ops_dcnv3.layer_norm_last_backward(grad * scale, x, mean, rstd, weight)
+        for a, b in zip(fused, plain):
+            torch.testing.assert_close(a, b, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=1e-6)
+
+
+def test_forward_gelu_trains_like_layer_norm_then_gelu():
+    torch.manual_seed(0)
+    ours = LayerNorm(48, eps=1e-6)
+    with torch.no_grad():
+        ours.weight.normal_()
+        ours.bias.normal_()
+    ref = torch.nn.LayerNorm(48, eps=1e-6)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 5, 7, 48, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out, out_ref = ours.forward_gelu(x), F.gelu(ref(x_ref))
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=2e-6)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_ref.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+    norm64 = LayerNorm(12).double()
+    x64 = torch.randn(3, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, w, b: norm64.forward_gelu(t) * w.sum() + b.sum(),
+                                    (x64, norm64.weight, norm64.bias))
+    with torch.no_grad():  # inference, float32 and bfloat16 (autocast's float32 parameters)
+        torch.testing.assert_close(ours.forward_gelu(x), out_ref, rtol=1e-5, atol=2e-6)
+        low = ours.forward_gelu(x.bfloat16())
+        assert low.dtype == torch.bfloat16
+        torch.testing.assert_close(low.float(), out_ref, rtol=0.02, atol=0.02)
+    strided = x.detach().permute(0, 2, 1, 3)  # not contiguous: ATen's layer_norm and gelu
+    torch.testing.assert_close(ours.forward_gelu(strided), F.gelu(ref(strided)))
+
+
+def test_layer_norm_gelu_bad_input_is_named():
+    with pytest.raises(RuntimeError, match="derivative=True needs float32 or float64"):
+        torch.ops.ops_dcnv3.layer_norm_gelu_last(torch.randn(3, 8).bfloat16(), None, None, 1e-5, True)
+    with pytest.raises(RuntimeError, match="layer_norm_gelu_last: weight and bias must be 1-D of 8"):
+        torch.ops.ops_dcnv3.layer_norm_gelu_last(torch.randn(3, 8), torch.ones(7), None, 1e-5, False)
+    x = torch.randn(4, 8)
+    stats = torch.ops.ops_dcnv3.layer_norm_last(x, None, None, 1e-5)
+    with pytest.raises(RuntimeError, match="grad_scale must match the input"):
+        torch.ops.ops_dcnv3.layer_norm_last_backward(torch.randn(4, 8), x, stats[1], stats[2], None,
+                                                     torch.ones(4, 7))
+
+
+def test_dcnv3_depthwise_path_fuses_and_keeps_hooks(monkeypatch):
+    """DCNv3's dw_conv (conv, LayerNorm, GELU) takes forward_gelu: the same values and
+    gradients as calling the Sequential; a hook on it or on its norm/activation sees
+    its call (the Sequential runs instead)."""
+    from ops_dcnv3.modules import DCNv3
+
+    torch.manual_seed(0)
+    module = DCNv3(channels=32, group=4)
+    x = torch.randn(2, 6, 5, 32, requires_grad=True)
+    fused_calls = []
+    original = LayerNorm.forward_gelu
+
+    def spy(self, t):
+        fused_calls.append(t.shape)
+        return original(self, t)
+
+    monkeypatch.setattr(LayerNorm, "forward_gelu", spy)
+    fused = module._depthwise(x)
+    assert len(fused_calls) == 1
+    plain = module.dw_conv(x.permute(0, 3, 1, 2))
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=2e-6)
+    grad = torch.randn_like(plain)
+    (g_fused,) = torch.autograd.grad(fused, x, grad)
+    (g_plain,) = torch.autograd.grad(plain, x, grad)
+    torch.testing.assert_close(g_fused, g_plain, rtol=1e-4, atol=1e-5)
+    for watched in (module.dw_conv, module.dw_conv[1][1], module.dw_conv[2]):
+        seen = []
+        handle = watched.register_forward_hook(lambda m, a, out, seen=seen: seen.append(out.shape))
+        try:
+            module(x)
+        finally:
+            handle.remove()
+        assert len(seen) == 1 and len(fused_calls) == 1  # the hook fired; no fused call

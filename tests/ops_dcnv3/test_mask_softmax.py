@@ -1,6 +1,7 @@
 """ops_dcnv3's CPU mask softmax (DCNv3's modulation mask from transposed logits) and its
 backward, against ATen's softmax: values and gradients in float64 and float32 on every CPU
-code path and odd shapes, the module's use of it, the fallbacks and bad input."""
+code path and odd shapes, bfloat16 logits (a float32 mask), the module's use of it, the
+fallbacks and bad input."""
 
 from __future__ import annotations
 
@@ -40,6 +41,19 @@ def test_kernel_matches_aten(monkeypatch, cpu_isas, dtype, group, points, pixels
         torch.testing.assert_close(grad_logits.double(), ref_logits.grad, rtol=tol, atol=tol * 4)
 
 
+@pytest.mark.parametrize("group,points,pixels", [(4, 9, 3136), (3, 8, 7), (2, 1, 17)])
+def test_bfloat16_logits_give_a_float32_mask(monkeypatch, cpu_isas, group, points, pixels):
+    gen = torch.Generator().manual_seed(pixels)
+    logits = (torch.randn(group * points, pixels, generator=gen) * 4).bfloat16()
+    ref = _reference(logits.double(), group)  # the bfloat16 values, softmax in float64
+    for isa in cpu_isas:
+        monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+        out = torch.ops.ops_dcnv3.mask_softmax(logits, group)
+        assert out.dtype == torch.float32 and out.shape == (pixels, group * points) and out.is_contiguous()
+        torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-6)
+    assert mask_softmax(logits, group).dtype == torch.float32  # the module's helper takes the kernel
+
+
 def test_extreme_logits():
     logits = torch.tensor([[0.0, 1e30, float("-inf"), float("nan")],
                            [0.0, -1e30, float("-inf"), 0.0],
@@ -53,8 +67,10 @@ def test_extreme_logits():
 def test_function_gradcheck_and_fallbacks():
     logits = torch.randn(2 * 9, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: mask_softmax(t, 2), (logits,))
-    half = torch.randn(18, 5).bfloat16()
-    torch.testing.assert_close(mask_softmax(half, 2), _reference(half, 2).contiguous())  # ATen's path
+    for half in (torch.randn(18, 5).half(), torch.randn(18, 5).bfloat16().requires_grad_()):
+        out = mask_softmax(half, 2)  # ATen's path: float16, or bfloat16 wanting a gradient
+        assert out.dtype == half.dtype
+        torch.testing.assert_close(out, _reference(half, 2).contiguous())
     traced = torch.jit.trace(lambda t: mask_softmax(t, 2), (logits.detach(),))
     assert "aten::softmax" in str(traced.graph)
 
@@ -83,8 +99,35 @@ def test_bad_input_is_named():
         torch.ops.ops_dcnv3.mask_softmax(torch.randn(18, 4), 4)
     with pytest.raises(RuntimeError, match=r"logits must be \(group \* points, pixels\)"):
         torch.ops.ops_dcnv3.mask_softmax(torch.randn(18), 2)
-    with pytest.raises(RuntimeError, match="logits must be float32 or float64"):
-        torch.ops.ops_dcnv3.mask_softmax(torch.randn(18, 4).bfloat16(), 2)
+    with pytest.raises(RuntimeError, match="logits must be float32, float64 or bfloat16"):
+        torch.ops.ops_dcnv3.mask_softmax(torch.randn(18, 4).half(), 2)
     y = torch.ops.ops_dcnv3.mask_softmax(torch.randn(18, 4), 2)
     with pytest.raises(RuntimeError, match="grad_output must match the output"):
         torch.ops.ops_dcnv3.mask_softmax_backward(torch.randn(4, 17), y, 2)
+
+
+def test_module_under_bfloat16_autocast_runs_the_op_in_float32(monkeypatch):
+    """CPU bfloat16 inference: the float32 mask from the kernel takes the DCNv3 op to
+    float32 (it computes bfloat16 in float32 copies anyway); the module's output stays
+    bfloat16 and close to float32's."""
+    torch.manual_seed(0)
+    module = DCNv3(channels=32, group=4).eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 0.2)
+    x = torch.randn(2, 6, 5, 32)
+    seen = []
+    core = DCNv3.core
+
+    def spy(value, offset, mask, *args):
+        seen.append((value.dtype, offset.dtype, mask.dtype))
+        return core(value, offset, mask, *args)
+
+    monkeypatch.setattr(DCNv3, "core", staticmethod(spy))
+    with torch.no_grad():
+        full = module(x)
+        with torch.autocast("cpu", torch.bfloat16):
+            low = module(x)
+    assert seen == [(torch.float32,) * 3] * 2
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), full, rtol=0.05, atol=0.05 * full.abs().max().item())

@@ -8,6 +8,11 @@
 // written normalised; rows run in parallel. float64, float32 and bfloat16 (statistics in
 // float32). Returns (output, mean, rstd) shaped as ATen's native_layer_norm returns them.
 //
+// layer_norm_gelu_last applies the exact GELU in the same pass (the norm's output is never
+// written), and in training also writes the GELU's derivative, which the backward then
+// multiplies into the incoming gradient as it reads it (grad_scale): DCNv3's depthwise path
+// (conv, LayerNorm, GELU) costs one pass less each way than LayerNorm and ATen's GELU.
+//
 // The backward (float64, float32) reads each row twice while it is in L1: once for the two
 // row sums of the input gradient, once to write it. The weight/bias gradients are summed
 // per block of rows into a (blocks, 2, C) scratch, the blocks fixed by the row count alone
@@ -20,6 +25,7 @@
 
 #include <cmath>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "cpu_vec.h"
@@ -53,10 +59,12 @@ DCNV3_INLINE void store_as(scalar_t* p, Vec<at::opmath_type<scalar_t>, L> v) {
 }
 
 // Rows [begin, end) of `channels` values each. L lanes per vector; the channel count's
-// remainder (channels % L) runs scalar.
-template <typename scalar_t, int L>
+// remainder (channels % L) runs scalar. With kGelu the output is GELU(norm) and, where
+// `derivative` is given, GELU'(norm) goes there.
+template <typename scalar_t, int L, bool kGelu>
 DCNV3_INLINE void rows(const scalar_t* __restrict x, const at::opmath_type<scalar_t>* __restrict weight,
                        const at::opmath_type<scalar_t>* __restrict bias, scalar_t* __restrict y,
+                       at::opmath_type<scalar_t>* __restrict derivative,
                        at::opmath_type<scalar_t>* __restrict mean_out, at::opmath_type<scalar_t>* __restrict rstd_out,
                        int64_t channels, double eps, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -86,44 +94,61 @@ DCNV3_INLINE void rows(const scalar_t* __restrict x, const at::opmath_type<scala
     const acc_t mean = shift + centred;
     mean_out[r] = mean;
     rstd_out[r] = rstd;
+    acc_t* d_row = kGelu && derivative != nullptr ? derivative + r * channels : nullptr;
     c = 0;
     for (; c < whole; c += L) {
       V v = (load<L, acc_t>(row + c) - mean) * rstd;
       if (weight != nullptr) v *= load<L, acc_t>(weight + c);
       if (bias != nullptr) v += load<L, acc_t>(bias + c);
+      if constexpr (kGelu) {
+        V slope;
+        gelu_lanes<L, acc_t>(v, v, slope);
+        if (d_row != nullptr) store<L>(d_row + c, slope);
+      }
       store_as<scalar_t, L>(out + c, v);
     }
     for (; c < channels; ++c) {
       acc_t v = (static_cast<acc_t>(row[c]) - mean) * rstd;
       if (weight != nullptr) v *= weight[c];
       if (bias != nullptr) v += bias[c];
+      if constexpr (kGelu) {
+        acc_t cdf, phi;
+        normal_cdf_pdf_scalar<acc_t>(v, cdf, phi);
+        if (d_row != nullptr) d_row[c] = cdf + v * phi;
+        v *= cdf;
+      }
       out[c] = static_cast<scalar_t>(v);
     }
   }
 }
 
 #define DCNV3_LN_VARIANT(NAME, TARGET, BYTES)                                                     \
-  template <typename scalar_t>                                                                    \
+  template <typename scalar_t, bool kGelu>                                                        \
   __attribute__((flatten)) TARGET void rows_##NAME(                                     \
-      const scalar_t* x, const at::opmath_type<scalar_t>* w, const at::opmath_type<scalar_t>* b,   \
-      scalar_t* y,                                                                                \
+      std::bool_constant<kGelu>, const scalar_t* x, const at::opmath_type<scalar_t>* w,           \
+      const at::opmath_type<scalar_t>* b,                                                         \
+      scalar_t* y, at::opmath_type<scalar_t>* d,                                                  \
       at::opmath_type<scalar_t>* mean, at::opmath_type<scalar_t>* rstd, int64_t channels,         \
       double eps, int64_t begin, int64_t end) {                                                   \
-    rows<scalar_t, kWide<at::opmath_type<scalar_t>, BYTES>>(x, w, b, y, mean, rstd, channels, eps, \
-                                                            begin, end);                          \
+    rows<scalar_t, kWide<at::opmath_type<scalar_t>, BYTES>, kGelu>(x, w, b, y, d, mean, rstd, channels, \
+                                                                   eps, begin, end);              \
   }
 DCNV3_FOR_EACH_ISA(DCNV3_LN_VARIANT)
 #undef DCNV3_LN_VARIANT
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, double eps) {
+// (output, derivative, mean, rstd) of layer_norm_last (gelu false) and layer_norm_gelu_last;
+// `derivative` is defined only where asked for.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_impl(
+    const char* op, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, double eps, bool gelu, bool with_derivative) {
   TORCH_CHECK(input.dim() >= 1 && input.size(-1) > 0,
-              "layer_norm_last: input needs a non-empty last axis, got shape ", input.sizes());
+              op, ": input needs a non-empty last axis, got shape ", input.sizes());
   const int64_t channels = input.size(-1);
   const auto dtype = input.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
-              "layer_norm_last: input must be float64, float32 or bfloat16, got ", dtype);
+              op, ": input must be float64, float32 or bfloat16, got ", dtype);
+  TORCH_CHECK(!with_derivative || dtype != at::kBFloat16,
+              op, ": derivative=True needs float32 or float64 input (the backward's dtypes), got ", dtype);
   // Parameters in the input's dtype, or float32 for bfloat16 input (autocast keeps them
   // float32); the kernel reads them in the accumulation type.
   const auto stat_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
@@ -132,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
       const auto param_dtype = (*param)->scalar_type();
       TORCH_CHECK((*param)->dim() == 1 && (*param)->size(0) == channels &&
                       (param_dtype == dtype || (dtype == at::kBFloat16 && param_dtype == at::kFloat)),
-                  "layer_norm_last: weight and bias must be 1-D of ", channels, " values of the input's dtype ",
+                  op, ": weight and bias must be 1-D of ", channels, " values of the input's dtype ",
                   dtype, " (or float32 for bfloat16 input), got shape ", (*param)->sizes(), " dtype ", param_dtype);
     }
   }
@@ -144,6 +169,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
   stat_sizes.back() = 1;
   at::Tensor mean = at::empty(stat_sizes, x.options().dtype(stat_dtype));
   at::Tensor rstd = at::empty(stat_sizes, x.options().dtype(stat_dtype));
+  at::Tensor derivative = with_derivative ? at::empty_like(x) : at::Tensor();
   const int64_t row_count = x.numel() / channels;
   const Isa isa = active_isa(Isa::kAvx512);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "layer_norm_last_cpu", [&] {
@@ -152,23 +178,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
     const acc_t* wp = w.defined() ? w.const_data_ptr<acc_t>() : nullptr;
     const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = output.mutable_data_ptr<scalar_t>();
+    acc_t* dp = derivative.defined() ? derivative.mutable_data_ptr<acc_t>() : nullptr;
     acc_t* mp = mean.mutable_data_ptr<acc_t>();
     acc_t* rp = rstd.mutable_data_ptr<acc_t>();
     // ~16 KiB of input per task: enough work to amortise the scheduling.
     const int64_t grain = std::max<int64_t>(1, 4096 / channels);
     parallel_chunks(row_count, grain, [&](int64_t begin, int64_t end) {
-      DCNV3_CALL_ISA(isa, rows, <scalar_t>, xp, wp, bp, yp, mp, rp, channels, eps, begin, end);
+      if (gelu) {
+        DCNV3_CALL_ISA(isa, rows, <scalar_t>, std::true_type{}, xp, wp, bp, yp, dp, mp, rp, channels, eps, begin,
+                       end);
+      } else {
+        DCNV3_CALL_ISA(isa, rows, <scalar_t>, std::false_type{}, xp, wp, bp, yp, dp, mp, rp, channels, eps, begin,
+                       end);
+      }
     });
   });
+  return {output, derivative, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_cpu(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, double eps) {
+  auto [output, derivative, mean, rstd] = layer_norm_impl("layer_norm_last", input, weight, bias, eps, false, false);
   return {output, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_gelu_last_cpu(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, double eps, bool derivative) {
+  return layer_norm_impl("layer_norm_gelu_last", input, weight, bias, eps, true, derivative);
 }
 
 
 // ---------------------------------------------------------------- backward
 // Rows [begin, end): grad_input, and this block's sums of dy * xhat and dy into part_w and
-// part_b (C values each, zeroed by the caller).
+// part_b (C values each, zeroed by the caller); dy is the incoming gradient times `scale`
+// where given (the GELU's derivative of layer_norm_gelu_last).
 template <typename acc_t, int L>
-DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restrict x,
+DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restrict scale, const acc_t* __restrict x,
                                 const acc_t* __restrict mean, const acc_t* __restrict rstd,
                                 const acc_t* __restrict weight, acc_t* __restrict dx,
                                 acc_t* __restrict part_w, acc_t* __restrict part_b, int64_t channels,
@@ -178,12 +225,13 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
   const acc_t inv_n = acc_t(1) / static_cast<acc_t>(channels);
   for (int64_t r = begin; r < end; ++r) {
     const acc_t* g_row = dy + r * channels;
+    const acc_t* k_row = scale != nullptr ? scale + r * channels : nullptr;
     const acc_t* x_row = x + r * channels;
     const acc_t m = mean[r], s = rstd[r];
     V sum_g{}, sum_gx{};
     int64_t c = 0;
     for (; c < whole; c += L) {
-      const V g = load<L, acc_t>(g_row + c);
+      const V g = k_row != nullptr ? load<L, acc_t>(g_row + c) * load<L, acc_t>(k_row + c) : load<L, acc_t>(g_row + c);
       const V xhat = (load<L, acc_t>(x_row + c) - m) * s;
       const V gw = weight != nullptr ? g * load<L, acc_t>(weight + c) : g;
       sum_g += gw;
@@ -193,7 +241,7 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
     }
     acc_t a = horizontal_sum<L, acc_t>(sum_g), b = horizontal_sum<L, acc_t>(sum_gx);
     for (; c < channels; ++c) {
-      const acc_t g = g_row[c], xhat = (x_row[c] - m) * s;
+      const acc_t g = k_row != nullptr ? g_row[c] * k_row[c] : g_row[c], xhat = (x_row[c] - m) * s;
       const acc_t gw = weight != nullptr ? g * weight[c] : g;
       a += gw;
       b += gw * xhat;
@@ -204,14 +252,15 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
     b *= inv_n;
     acc_t* out = dx + r * channels;
     for (c = 0; c < whole; c += L) {
-      const V g = load<L, acc_t>(g_row + c);
+      const V g = k_row != nullptr ? load<L, acc_t>(g_row + c) * load<L, acc_t>(k_row + c) : load<L, acc_t>(g_row + c);
       const V xhat = (load<L, acc_t>(x_row + c) - m) * s;
       const V gw = weight != nullptr ? g * load<L, acc_t>(weight + c) : g;
       store<L>(out + c, (gw - a - xhat * b) * s);
     }
     for (; c < channels; ++c) {
+      const acc_t g = k_row != nullptr ? g_row[c] * k_row[c] : g_row[c];
       const acc_t xhat = (x_row[c] - m) * s;
-      const acc_t gw = weight != nullptr ? g_row[c] * weight[c] : g_row[c];
+      const acc_t gw = weight != nullptr ? g * weight[c] : g;
       out[c] = (gw - a - xhat * b) * s;
     }
   }
@@ -220,16 +269,16 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
 #define DCNV3_LN_BACKWARD_VARIANT(NAME, TARGET, BYTES)                                             \
   template <typename acc_t>                                                                       \
   __attribute__((flatten)) TARGET void rows_backward_##NAME(                             \
-      const acc_t* dy, const acc_t* x, const acc_t* mean, const acc_t* rstd, const acc_t* w,       \
-      acc_t* dx, acc_t* pw, acc_t* pb, int64_t channels, int64_t begin, int64_t end) {             \
-    rows_backward<acc_t, kWide<acc_t, BYTES>>(dy, x, mean, rstd, w, dx, pw, pb, channels, begin, end); \
+      const acc_t* dy, const acc_t* k, const acc_t* x, const acc_t* mean, const acc_t* rstd,       \
+      const acc_t* w, acc_t* dx, acc_t* pw, acc_t* pb, int64_t channels, int64_t begin, int64_t end) { \
+    rows_backward<acc_t, kWide<acc_t, BYTES>>(dy, k, x, mean, rstd, w, dx, pw, pb, channels, begin, end); \
   }
 DCNV3_FOR_EACH_ISA(DCNV3_LN_BACKWARD_VARIANT)
 #undef DCNV3_LN_BACKWARD_VARIANT
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
-    const at::Tensor& rstd, const std::optional<at::Tensor>& weight) {
+    const at::Tensor& rstd, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& grad_scale) {
   const auto dtype = input.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
               "layer_norm_last_backward: input must be float64 or float32, got ", dtype);
@@ -253,6 +302,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
   const at::Tensor dy = grad_output.contiguous(), x = input.contiguous();
   const at::Tensor m = mean.contiguous(), r = rstd.contiguous();
   const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
+  if (grad_scale.has_value()) {
+    TORCH_CHECK(grad_scale->sizes() == input.sizes() && grad_scale->scalar_type() == dtype,
+                "layer_norm_last_backward: grad_scale must match the input (shape ", input.sizes(), ", dtype ",
+                dtype, "), got shape ", grad_scale->sizes(), " dtype ", grad_scale->scalar_type());
+  }
+  const at::Tensor k = grad_scale.has_value() ? grad_scale->contiguous() : at::Tensor();
   at::Tensor grad_input = at::empty_like(x);
   // Fixed blocks of rows (64 at most, 16 rows at least), each summing its own share of the
   // parameter gradients.
@@ -262,6 +317,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
   const Isa isa = active_isa(Isa::kAvx512);
   AT_DISPATCH_FLOATING_TYPES(dtype, "layer_norm_last_backward_cpu", [&] {
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
+    const scalar_t* kp = k.defined() ? k.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* mp = m.const_data_ptr<scalar_t>();
     const scalar_t* rp = r.const_data_ptr<scalar_t>();
@@ -274,7 +330,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
         const int64_t end = std::min(row_count, begin + rows_per_block);
         scalar_t* pw = pp + block * 2 * channels;
         scalar_t* pb = pw + channels;
-        DCNV3_CALL_ISA(isa, rows_backward, <scalar_t>, dyp, xp, mp, rp, wp, dxp, pw, pb, channels, begin, end);
+        DCNV3_CALL_ISA(isa, rows_backward, <scalar_t>, dyp, kp, xp, mp, rp, wp, dxp, pw, pb, channels, begin,
+                       end);
       }
     });
   });
@@ -287,5 +344,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_last_backward_cpu(
 
 TORCH_LIBRARY_IMPL(ops_dcnv3, CPU, m) {
   m.impl("layer_norm_last", &dcnv3::layer_norm_last_cpu);
+  m.impl("layer_norm_gelu_last", &dcnv3::layer_norm_gelu_last_cpu);
   m.impl("layer_norm_last_backward", &dcnv3::layer_norm_last_backward_cpu);
 }

@@ -3,8 +3,11 @@
 // softmax over a group's P rows is lane-wise, and one transposition through a per-thread
 // scratch turns the block into the (pixels, group * P) output (and back in the backward).
 // This replaces ATen's softmax plus two transposing copies (forward, backward) per block.
+// bfloat16 logits (CPU autocast inference) give a float32 mask: the DCNv3 op computes in
+// float32 anyway, so the mask skips a round trip through bfloat16.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -27,17 +30,17 @@ DCNV3_INLINE Vec<acc_t, L> exp_lanes(Vec<acc_t, L> a) {
 }
 
 // Pixels [p0, p0 + live) of the forward; scratch holds rows * L values.
-template <int L, typename acc_t>
-DCNV3_INLINE void forward_block(const acc_t* __restrict logits, acc_t* __restrict out, int64_t pixels,
+template <int L, typename in_t, typename acc_t>
+DCNV3_INLINE void forward_block(const in_t* __restrict logits, acc_t* __restrict out, int64_t pixels,
                                 int group, int points, int64_t p0, int live, acc_t* __restrict scratch) {
   using V = Vec<acc_t, L>;
   const int rows = group * points;
   for (int r = 0; r < rows; ++r) {  // gather the block's rows (a zero-padded partial block)
-    const acc_t* src = logits + r * pixels + p0;
+    const in_t* src = logits + r * pixels + p0;
     if (live == L) {
       store<L>(scratch + r * L, load<L, acc_t>(src));
     } else {
-      for (int j = 0; j < L; ++j) scratch[r * L + j] = j < live ? src[j] : acc_t(0);
+      for (int j = 0; j < L; ++j) scratch[r * L + j] = j < live ? static_cast<acc_t>(src[j]) : acc_t(0);
     }
   }
   for (int g = 0; g < group; ++g) {
@@ -105,12 +108,12 @@ void for_tiles(int64_t pixels, int64_t rows, const F& f) {
   parallel_chunks((pixels + kTile - 1) / kTile, std::max<int64_t>(1, 32768 / (rows * kTile)), f);
 }
 
-template <int L, typename acc_t>
-DCNV3_INLINE void forward_range(const acc_t* logits, acc_t* out, int64_t pixels, int group, int points,
+template <int L, typename in_t, typename acc_t>
+DCNV3_INLINE void forward_range(const in_t* logits, acc_t* out, int64_t pixels, int group, int points,
                                 int64_t begin, int64_t end) {
   std::vector<acc_t> scratch(static_cast<size_t>(group) * points * L);
   for (int64_t p0 = begin * kTile; p0 < std::min(pixels, end * kTile); p0 += L) {
-    forward_block<L, acc_t>(logits, out, pixels, group, points, p0,
+    forward_block<L, in_t, acc_t>(logits, out, pixels, group, points, p0,
                             static_cast<int>(std::min<int64_t>(L, pixels - p0)), scratch.data());
   }
 }
@@ -126,11 +129,11 @@ DCNV3_INLINE void backward_range(const acc_t* grad, const acc_t* y, acc_t* grad_
 }
 
 #define DCNV3_MASK_VARIANT(NAME, TARGET, BYTES)                                                        \
-  template <typename acc_t>                                                                           \
-  __attribute__((flatten)) TARGET void forward_##NAME(const acc_t* l, acc_t* o, int64_t pixels, \
+  template <typename in_t, typename acc_t>                                                            \
+  __attribute__((flatten)) TARGET void forward_##NAME(const in_t* l, acc_t* o, int64_t pixels, \
                                                                int group, int points, int64_t b,     \
                                                                int64_t e) {                          \
-    forward_range<kWide<acc_t, BYTES>, acc_t>(l, o, pixels, group, points, b, e);                     \
+    forward_range<kWide<acc_t, BYTES>, in_t, acc_t>(l, o, pixels, group, points, b, e);               \
   }                                                                                                   \
   template <typename acc_t>                                                                           \
   __attribute__((flatten)) TARGET void backward_##NAME(const acc_t* g, const acc_t* y,       \
@@ -149,19 +152,21 @@ void check_group(const char* op, int64_t rows, int64_t group) {
 at::Tensor mask_softmax_cpu(const at::Tensor& logits, int64_t group) {
   TORCH_CHECK(logits.dim() == 2, "mask_softmax: logits must be (group * points, pixels), got shape ",
               logits.sizes());
-  TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
-              "mask_softmax: logits must be float32 or float64, got ", logits.scalar_type());
+  const auto dtype = logits.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16,
+              "mask_softmax: logits must be float32, float64 or bfloat16, got ", dtype);
   const int64_t rows = logits.size(0), pixels = logits.size(1);
   check_group("mask_softmax", rows, group);
   const at::Tensor l = logits.contiguous();
-  at::Tensor out = at::empty({pixels, rows}, l.options());
+  at::Tensor out = at::empty({pixels, rows}, l.options().dtype(at::toOpMathType(dtype)));  // bfloat16 -> float32
   const int points = static_cast<int>(rows / group);
   const Isa isa = active_isa(Isa::kAvx512);
-  AT_DISPATCH_FLOATING_TYPES(l.scalar_type(), "mask_softmax_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "mask_softmax_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* lp = l.const_data_ptr<scalar_t>();
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    acc_t* op = out.mutable_data_ptr<acc_t>();
     for_tiles(pixels, rows, [&](int64_t b, int64_t e) {
-      DCNV3_CALL_ISA(isa, forward, <scalar_t>, lp, op, pixels, static_cast<int>(group), points, b, e);
+      DCNV3_CALL_ISA(isa, forward, , lp, op, pixels, static_cast<int>(group), points, b, e);
     });
   });
   return out;
