@@ -105,29 +105,3 @@ def test_bad_input_is_named():
     with pytest.raises(RuntimeError, match="grad_output must match the output"):
         torch.ops.ops_dcnv3.mask_softmax_backward(torch.randn(4, 17), y, 2)
 
-
-def test_module_under_bfloat16_autocast_runs_the_op_in_float32(monkeypatch):
-    """CPU bfloat16 inference: the float32 mask from the kernel takes the DCNv3 op to
-    float32 (it computes bfloat16 in float32 copies anyway); the module's output stays
-    bfloat16 and close to float32's."""
-    torch.manual_seed(0)
-    module = DCNv3(channels=32, group=4).eval()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0, 0.2)
-    x = torch.randn(2, 6, 5, 32)
-    seen = []
-    core = DCNv3.core
-
-    def spy(value, offset, mask, *args):
-        seen.append((value.dtype, offset.dtype, mask.dtype))
-        return core(value, offset, mask, *args)
-
-    monkeypatch.setattr(DCNv3, "core", staticmethod(spy))
-    with torch.no_grad():
-        full = module(x)
-        with torch.autocast("cpu", torch.bfloat16):
-            low = module(x)
-    assert seen == [(torch.float32,) * 3] * 2
-    assert low.dtype == torch.bfloat16
-    torch.testing.assert_close(low.float(), full, rtol=0.05, atol=0.05 * full.abs().max().item())
