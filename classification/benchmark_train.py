@@ -21,7 +21,7 @@ import torch
 
 from classification.models import InternImage
 from classification.models.variants import VARIANTS
-from ops_dcnv3.bench_report import Target, interleaved_medians, machine_summary, report
+from ops_dcnv3.bench_report import SystemUsage, Target, interleaved_medians, machine_summary, report
 
 TARGET_RATIO = 0.95  # InternImage-T steps/s over ConvNeXt-T's, same run
 
@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None, print_machine: bool = True) -> dict[str,
     labels = torch.randint(0, 1000, (args.batch,))
     model = InternImage(**{**VARIANTS["t"], "drop_path_rate": 0.1})
     anchor = timm.create_model(args.anchor, drop_path_rate=0.1)
-    steps = {name: training_step(m, torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05),
-                                 images, labels)
-             for name, m in (("internimage_t", model), (args.anchor, anchor))}
+    usage = {name: SystemUsage([], []) for name in ("internimage_t", args.anchor)}
+    steps = {}
+    for name, m in (("internimage_t", model), (args.anchor, anchor)):
+        optimizer = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05)
+        steps[name] = usage[name].wrap(training_step(m, optimizer, images, labels))
     if print_machine:
         print(machine_summary(), flush=True)
     print(f"training step (forward, backward, AdamW), float32, batch {args.batch}, "
@@ -71,6 +73,13 @@ def main(argv: list[str] | None = None, print_machine: bool = True) -> dict[str,
     result["ratio"] = result["internimage_t"] / result[args.anchor]
     print(f"InternImage-T {1e3 / result['internimage_t']:.0f} ms/step | {args.anchor} "
           f"{1e3 / result[args.anchor]:.0f} ms/step | ratio {result['ratio']:.2f}")
+    # Why a ratio can swing between runs: steps that fault in fresh pages pay the kernel,
+    # and what that costs drifts with the host.
+    spent = {name: u.medians(args.repeat) for name, u in usage.items()}
+    if all(spent.values()):
+        print("system time and page faults per step (medians): " + " | ".join(
+            f"{name} {seconds * 1e3:.0f} ms, {faults:.0f} faults"
+            for name, (seconds, faults) in spent.items()))
     return result
 
 

@@ -58,6 +58,38 @@ def interleaved_medians(runs: Mapping[str, Callable[[], object]], repeat: int,
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+@dataclass
+class SystemUsage:
+    """System CPU seconds and minor page faults of each call of a wrapped run (this process,
+    every thread; empty where the platform has no ``resource`` module). A step that keeps
+    faulting in fresh pages pays the kernel for them, and on a shared host that cost drifts."""
+
+    system_seconds: list[float]
+    page_faults: list[int]
+
+    def wrap(self, run: Callable[[], object]) -> Callable[[], object]:
+        try:
+            import resource
+        except ImportError:  # not Unix: the run as it is
+            return run
+
+        def measured() -> object:
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            result = run()
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            self.system_seconds.append(after.ru_stime - before.ru_stime)
+            self.page_faults.append(after.ru_minflt - before.ru_minflt)
+            return result
+
+        return measured
+
+    def medians(self, last: int) -> tuple[float, float] | None:
+        """Median system seconds and page faults of the last ``last`` calls (None if unmeasured)."""
+        if not self.page_faults:
+            return None
+        return (statistics.median(self.system_seconds[-last:]), statistics.median(self.page_faults[-last:]))
+
+
 def cpu_model() -> str:
     """The CPU model as lscpu names it (``/proc/cpuinfo`` or the platform string otherwise)."""
     try:

@@ -60,6 +60,21 @@ def test_benchmarks_alternate_single_runs_and_take_each_ones_median(monkeypatch)
         bench_report.interleaved_medians({"ours": lambda: None}, repeat=0)
 
 
+def test_system_usage_records_each_call():
+    from ops_dcnv3 import bench_report
+
+    usage = bench_report.SystemUsage([], [])
+    assert usage.medians(3) is None
+    run = usage.wrap(lambda: bytearray(64 << 20))  # zero-filled fresh pages: faults
+    assert all(len(run()) == 64 << 20 for _ in range(3))
+    if sys.platform.startswith("linux"):
+        assert len(usage.page_faults) == len(usage.system_seconds) == 3
+        assert all(faults >= 32 for faults in usage.page_faults)  # 64 MiB: 16K pages of 4 KiB, 32 huge ones
+        assert all(seconds >= 0 for seconds in usage.system_seconds)
+        seconds, faults = usage.medians(2)
+        assert faults == sum(usage.page_faults[-2:]) / 2 and seconds == sum(usage.system_seconds[-2:]) / 2
+
+
 @pytest.mark.parametrize("python,status", [("true", 0), ("false", 2)])
 def test_make_bench_runs_every_benchmark_and_fails_on_a_miss(python, status):
     # -o bootstrap: the environment is taken as it is; PY stands in for the benchmarks' exit codes
