@@ -161,7 +161,8 @@ class LayerNorm(nn.LayerNorm):
         needs no gelu_backward (DCNv3's depthwise path: conv, LayerNorm, GELU)."""
         if not (_layer_norm_kernel_serves(x, self) and _cpu_op_built("layer_norm_gelu_last")):
             return F.gelu(super().forward(x))
-        if torch.is_grad_enabled():
+        params = [p for p in (self.weight, self.bias) if p is not None]
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
             return _LayerNormGELULast.apply(x, self.weight, self.bias, self.eps)
         return torch.ops.ops_dcnv3.layer_norm_gelu_last(x, self.weight, self.bias, self.eps, False)[0]
 

@@ -254,6 +254,11 @@ def test_forward_gelu_trains_like_layer_norm_then_gelu():
         low = ours.forward_gelu(x.bfloat16())
         assert low.dtype == torch.bfloat16
         torch.testing.assert_close(low.float(), out_ref, rtol=0.02, atol=0.02)
+    frozen = LayerNorm(48, eps=1e-6)
+    frozen.load_state_dict(ours.state_dict())
+    frozen.requires_grad_(False)  # gradients enabled, none wanted (a frozen stage): no derivative
+    torch.testing.assert_close(frozen.forward_gelu(x.detach().bfloat16()).float(), out_ref.detach(),
+                               rtol=0.02, atol=0.02)
     strided = x.detach().permute(0, 2, 1, 3)  # not contiguous: ATen's layer_norm and gelu
     torch.testing.assert_close(ours.forward_gelu(strided), F.gelu(ref(strided)))
 
