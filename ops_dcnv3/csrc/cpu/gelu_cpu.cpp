@@ -21,11 +21,10 @@ namespace {
 template <int L>
 DCNV3_INLINE void gelu_block(float* __restrict x, float* __restrict y, Vec<float, L> shift) {
   using V = Vec<float, L>;
-  const V v = load<L, float>(x) + shift;
-  V cdf, phi;
-  normal_cdf_pdf<L>(v, cdf, phi);
-  store<L>(y, v * cdf);
-  store<L>(x, cdf + v * phi);
+  V gelu, derivative;
+  gelu_lanes<L, float>(load<L, float>(x) + shift, gelu, derivative);
+  store<L>(y, gelu);
+  store<L>(x, derivative);
 }
 
 // Values [0, count) of x and y, plus bias[0, count) where bias is given.

@@ -228,10 +228,15 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
     const acc_t* k_row = scale != nullptr ? scale + r * channels : nullptr;
     const acc_t* x_row = x + r * channels;
     const acc_t m = mean[r], s = rstd[r];
+    // The incoming gradient at channel c, times `scale` where given.
+    const auto grad_vector = [&](int64_t c) {
+      return k_row != nullptr ? load<L, acc_t>(g_row + c) * load<L, acc_t>(k_row + c) : load<L, acc_t>(g_row + c);
+    };
+    const auto grad_value = [&](int64_t c) { return k_row != nullptr ? g_row[c] * k_row[c] : g_row[c]; };
     V sum_g{}, sum_gx{};
     int64_t c = 0;
     for (; c < whole; c += L) {
-      const V g = k_row != nullptr ? load<L, acc_t>(g_row + c) * load<L, acc_t>(k_row + c) : load<L, acc_t>(g_row + c);
+      const V g = grad_vector(c);
       const V xhat = (load<L, acc_t>(x_row + c) - m) * s;
       const V gw = weight != nullptr ? g * load<L, acc_t>(weight + c) : g;
       sum_g += gw;
@@ -241,7 +246,7 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
     }
     acc_t a = horizontal_sum<L, acc_t>(sum_g), b = horizontal_sum<L, acc_t>(sum_gx);
     for (; c < channels; ++c) {
-      const acc_t g = k_row != nullptr ? g_row[c] * k_row[c] : g_row[c], xhat = (x_row[c] - m) * s;
+      const acc_t g = grad_value(c), xhat = (x_row[c] - m) * s;
       const acc_t gw = weight != nullptr ? g * weight[c] : g;
       a += gw;
       b += gw * xhat;
@@ -252,13 +257,13 @@ DCNV3_INLINE void rows_backward(const acc_t* __restrict dy, const acc_t* __restr
     b *= inv_n;
     acc_t* out = dx + r * channels;
     for (c = 0; c < whole; c += L) {
-      const V g = k_row != nullptr ? load<L, acc_t>(g_row + c) * load<L, acc_t>(k_row + c) : load<L, acc_t>(g_row + c);
+      const V g = grad_vector(c);
       const V xhat = (load<L, acc_t>(x_row + c) - m) * s;
       const V gw = weight != nullptr ? g * load<L, acc_t>(weight + c) : g;
       store<L>(out + c, (gw - a - xhat * b) * s);
     }
     for (; c < channels; ++c) {
-      const acc_t g = k_row != nullptr ? g_row[c] * k_row[c] : g_row[c];
+      const acc_t g = grad_value(c);
       const acc_t xhat = (x_row[c] - m) * s;
       const acc_t gw = weight != nullptr ? g * weight[c] : g;
       out[c] = (gw - a - xhat * b) * s;
