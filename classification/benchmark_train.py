@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None, print_machine: bool = True) -> dict[str,
     labels = torch.randint(0, 1000, (args.batch,))
     model = InternImage(**{**VARIANTS["t"], "drop_path_rate": 0.1})
     anchor = timm.create_model(args.anchor, drop_path_rate=0.1)
-    usage = {name: SystemUsage([], []) for name in ("internimage_t", args.anchor)}
+    usage = {name: SystemUsage() for name in ("internimage_t", args.anchor)}
     steps = {}
     for name, m in (("internimage_t", model), (args.anchor, anchor)):
         optimizer = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05)
@@ -73,13 +73,13 @@ def main(argv: list[str] | None = None, print_machine: bool = True) -> dict[str,
     result["ratio"] = result["internimage_t"] / result[args.anchor]
     print(f"InternImage-T {1e3 / result['internimage_t']:.0f} ms/step | {args.anchor} "
           f"{1e3 / result[args.anchor]:.0f} ms/step | ratio {result['ratio']:.2f}")
-    # Why a ratio can swing between runs: steps that fault in fresh pages pay the kernel,
-    # and what that costs drifts with the host.
+    # Why a ratio can swing between runs: steps that fault in fresh pages pay the kernel
+    # (system time), and what that costs drifts with the host; user time is the model's work.
     spent = {name: u.medians(args.repeat) for name, u in usage.items()}
     if all(spent.values()):
-        print("system time and page faults per step (medians): " + " | ".join(
-            f"{name} {seconds * 1e3:.0f} ms, {faults:.0f} faults"
-            for name, (seconds, faults) in spent.items()))
+        print("CPU time per step, all threads (medians): " + " | ".join(
+            f"{name} user {s.user_seconds * 1e3:.0f} ms, system {s.system_seconds * 1e3:.0f} ms, "
+            f"{s.page_faults:.0f} page faults" for name, s in spent.items()))
     return result
 
 

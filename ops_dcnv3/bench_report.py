@@ -17,7 +17,8 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -40,32 +41,48 @@ class Target:
 
 
 def interleaved_medians(runs: Mapping[str, Callable[[], object]], repeat: int,
-                        warmup: int = 1) -> dict[str, float]:
+                        warmup: int = 1, settle: float = 0.0) -> dict[str, float]:
     """Median seconds per call of each run, timed one call at a time in turn (a, b, a, b,
     ...) after ``warmup`` untimed calls each: on a shared machine the load drifts within
-    seconds, and alternating single calls makes the drift hit every run alike."""
+    seconds, and alternating single calls makes the drift hit every run alike.
+
+    ``settle``: seconds slept, untimed, before each timed call, for runs on different
+    thread pools (PyTorch's and onnxruntime's): a pool's workers spin for a while after a
+    call, and must be idle before the other pool's call is timed."""
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
+    if settle < 0:
+        raise ValueError(f"settle must be >= 0 seconds, got {settle}")
     for run in runs.values():
         for _ in range(warmup):
             run()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeat):
         for name, run in runs.items():
+            if settle:
+                time.sleep(settle)
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+class StepUsage(NamedTuple):
+    """CPU seconds of one call (this process, every thread) and the minor page faults."""
+
+    user_seconds: float
+    system_seconds: float
+    page_faults: float
+
+
 @dataclass
 class SystemUsage:
-    """System CPU seconds and minor page faults of each call of a wrapped run (this process,
-    every thread; empty where the platform has no ``resource`` module). A step that keeps
-    faulting in fresh pages pays the kernel for them, and on a shared host that cost drifts."""
+    """User and system CPU seconds and minor page faults of each call of a wrapped run
+    (this process, every thread; nothing recorded where the platform has no ``resource``
+    module). User time is the run's own work; a step that keeps faulting in fresh pages
+    pays the kernel in system time, and on a shared host that cost drifts."""
 
-    system_seconds: list[float]
-    page_faults: list[int]
+    calls: list[StepUsage] = field(default_factory=list)
 
     def wrap(self, run: Callable[[], object]) -> Callable[[], object]:
         try:
@@ -77,17 +94,18 @@ class SystemUsage:
             before = resource.getrusage(resource.RUSAGE_SELF)
             result = run()
             after = resource.getrusage(resource.RUSAGE_SELF)
-            self.system_seconds.append(after.ru_stime - before.ru_stime)
-            self.page_faults.append(after.ru_minflt - before.ru_minflt)
+            self.calls.append(StepUsage(after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime,
+                                        after.ru_minflt - before.ru_minflt))
             return result
 
         return measured
 
-    def medians(self, last: int) -> tuple[float, float] | None:
-        """Median system seconds and page faults of the last ``last`` calls (None if unmeasured)."""
-        if not self.page_faults:
+    def medians(self, last: int) -> StepUsage | None:
+        """The median of each figure over the last ``last`` calls (None if unmeasured)."""
+        if not self.calls:
             return None
-        return (statistics.median(self.system_seconds[-last:]), statistics.median(self.page_faults[-last:]))
+        recent = self.calls[-last:]
+        return StepUsage(*(statistics.median(column) for column in zip(*recent)))
 
 
 def cpu_model() -> str:

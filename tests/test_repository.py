@@ -61,6 +61,30 @@ def test_benchmarks_alternate_single_runs_and_take_each_ones_median(monkeypatch)
         bench_report.interleaved_medians({"ours": lambda: None}, repeat=0)
 
 
+def test_benchmarks_settle_untimed_before_each_timed_call(monkeypatch):
+    from ops_dcnv3 import bench_report
+
+    clock, events = [0.0], []
+
+    def sleep(seconds):
+        events.append(("sleep", seconds))
+        clock[0] += seconds
+
+    def run(name, cost):
+        events.append(("run", name))
+        clock[0] += cost
+
+    monkeypatch.setattr(bench_report.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(bench_report.time, "sleep", sleep)
+    runs = {"torch": lambda: run("torch", 2.0), "ort": lambda: run("ort", 3.0)}
+    medians = bench_report.interleaved_medians(runs, repeat=2, warmup=1, settle=0.5)
+    assert medians == {"torch": 2.0, "ort": 3.0}  # the settling is not timed
+    assert events == [("run", "torch"), ("run", "ort")] + [("sleep", 0.5), ("run", "torch"),
+                                                           ("sleep", 0.5), ("run", "ort")] * 2
+    with pytest.raises(ValueError, match="settle must be >= 0 seconds"):
+        bench_report.interleaved_medians({"ours": lambda: None}, repeat=1, settle=-1)
+
+
 def test_system_usage_records_each_call():
     from ops_dcnv3 import bench_report
 
@@ -72,16 +96,17 @@ def test_system_usage_records_each_call():
                 pages[offset] = 1
             return len(pages)
 
-    usage = bench_report.SystemUsage([], [])
+    usage = bench_report.SystemUsage()
     assert usage.medians(3) is None
     run = usage.wrap(touch_fresh_pages)
     assert all(run() == 64 << 20 for _ in range(3))
     if sys.platform.startswith("linux"):
-        assert len(usage.page_faults) == len(usage.system_seconds) == 3
-        assert all(faults >= 32 for faults in usage.page_faults)  # 64 MiB: 16K pages of 4 KiB, 32 huge ones
-        assert all(seconds >= 0 for seconds in usage.system_seconds)
-        seconds, faults = usage.medians(2)
-        assert faults == sum(usage.page_faults[-2:]) / 2 and seconds == sum(usage.system_seconds[-2:]) / 2
+        assert len(usage.calls) == 3
+        assert all(call.page_faults >= 32 for call in usage.calls)  # 64 MiB: 16K pages of 4 KiB, 32 huge ones
+        assert all(call.user_seconds >= 0 and call.system_seconds >= 0 for call in usage.calls)
+        last_two = usage.calls[-2:]
+        assert usage.medians(2) == bench_report.StepUsage(
+            *(sum(column) / 2 for column in zip(*last_two)))
 
 
 @pytest.mark.parametrize("python,status", [("true", 0), ("false", 2)])

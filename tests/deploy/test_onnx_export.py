@@ -202,9 +202,9 @@ def test_export_script_trt_without_tensorrt(capsys):
 def test_onnx_benchmark_runs_and_reports_both_forms(capsys):
     from classification import benchmark_onnx
 
-    result = benchmark_onnx.main(["--img-size", "32", "--runs", "1", "--rounds", "1"], print_machine=False)
-    assert {"pytorch_ms", "portable_ms", "plugin_ms"} <= result.keys()
-    assert all(result[k] > 0 for k in ("pytorch_ms", "portable_ms", "plugin_ms"))
+    result = benchmark_onnx.main(["--img-size", "32", "--runs", "1"], print_machine=False)
+    engines = ("pytorch_ms", "portable_ms", "plugin_ms", "portable_nospin_ms")
+    assert set(engines) <= result.keys() and all(result[k] > 0 for k in engines)
     assert [t.name for t in benchmark_onnx.targets(result)] == [
         "onnxruntime portable form speed / PyTorch eager", "onnxruntime plugin form speed / portable form"]
     assert "opset 19" in capsys.readouterr().out
