@@ -221,6 +221,46 @@ def _fused_cpu_dtype(x: torch.Tensor) -> torch.dtype | None:
     return torch.float32 if x.dtype == torch.float32 else None
 
 
+def _product_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b.T (+ bias)`` for 2-D CPU tensors in training: oneDNN's matmul in float32 (it
+    takes ``b`` strided, so ``b`` may be a transposed weight), ATen's addmm/mm otherwise.
+    ATen's float32 products go to MKL's sgemm, which on AMD EPYC Zen 5 runs its AVX2 code
+    (90-150 GFLOP/s at 2 threads at InternImage-T's shapes, oneDNN 235-340)."""
+    if a.dtype == torch.float32 and _ONEDNN_LINEAR:
+        return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+    return a.mm(b.t()) if bias is None else torch.addmm(bias, a, b.t())
+
+
+def _input_and_weight_grads(ctx, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor):
+    """(grad_x, grad_weight) of ``x @ weight.T`` from the 2-D output gradient ``grad``. The
+    weight gradient stays on ATen's mm: its long reduction over the pixels is no faster in
+    oneDNN (mixed, 0.6-1.6x, at InternImage-T's shapes)."""
+    grad_x = _product_nt(grad, weight.t()).view(x.shape) if ctx.needs_input_grad[0] else None
+    grad_w = grad.t().mm(x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_w
+
+
+class _Linear(torch.autograd.Function):
+    """``x @ weight.T + bias`` for CPU float32 training through oneDNN (_product_nt): the
+    forward with the bias in the product's epilogue, the input gradient likewise."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        out = _product_nt(x.reshape(-1, x.shape[-1]), weight, bias)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.shape[-1])
+        grad_x, grad_w = _input_and_weight_grads(ctx, x, weight, grad)
+        grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
 class _LinearGELU(torch.autograd.Function):
     """gelu(x @ weight.T + bias) for CPU training. The kernel writes the GELU and, over the
     pre-activation (which nothing else needs), its derivative; the backward is then one
@@ -229,7 +269,7 @@ class _LinearGELU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         # The bias goes into the GELU's pass: addmm would copy it into every row first.
-        pre = x.reshape(-1, x.shape[-1]).mm(weight.t())
+        pre = _product_nt(x.reshape(-1, x.shape[-1]), weight)
         out = torch.ops.ops_dcnv3.gelu_with_derivative_(pre, bias)
         ctx.save_for_backward(x, weight, pre)  # pre now holds gelu'(pre)
         ctx.has_bias = bias is not None
@@ -240,22 +280,29 @@ class _LinearGELU(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight, derivative = ctx.saved_tensors
         grad_pre = grad.reshape(derivative.shape) * derivative
-        grad_x = grad_pre.mm(weight).view(x.shape) if ctx.needs_input_grad[0] else None
-        grad_w = grad_pre.t().mm(x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        grad_x, grad_w = _input_and_weight_grads(ctx, x, weight, grad_pre)
         grad_b = grad_pre.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 
 
-def _gelu_kernel_trains(x: torch.Tensor, layer: nn.Linear) -> bool:
-    """Whether ``linear(x, layer, gelu=True)`` trains through _LinearGELU: gradients wanted,
-    float32/float64 on CPU, eagerly, the weights in the input's dtype (not under autocast,
-    whose bfloat16 products take the plain path)."""
+def _trains_on_cpu(x: torch.Tensor, layer: nn.Linear, dtypes: tuple[torch.dtype, ...]) -> bool:
+    """Gradients wanted, ``x`` on CPU eagerly in one of ``dtypes``, the weights in its dtype
+    and on its device, not under autocast (whose bfloat16 products take the plain path)."""
     params = [p for p in (layer.weight, layer.bias) if p is not None]
-    return (torch.is_grad_enabled() and _eager_on_cpu(x) and x.dtype in (torch.float32, torch.float64)
+    return (torch.is_grad_enabled() and _eager_on_cpu(x) and x.dtype in dtypes
             and (x.requires_grad or any(p.requires_grad for p in params))
             and not torch.is_autocast_enabled("cpu") and all(p.dtype == x.dtype and p.device == x.device
-                                                             for p in params)
-            and _cpu_op_built("gelu_with_derivative_"))
+                                                             for p in params))
+
+
+def _gelu_kernel_trains(x: torch.Tensor, layer: nn.Linear) -> bool:
+    """Whether ``linear(x, layer, gelu=True)`` trains through _LinearGELU (float32/float64)."""
+    return _trains_on_cpu(x, layer, (torch.float32, torch.float64)) and _cpu_op_built("gelu_with_derivative_")
+
+
+def _onednn_trains(x: torch.Tensor, layer: nn.Linear) -> bool:
+    """Whether ``linear(x, layer)`` trains through _Linear (float32, oneDNN built in)."""
+    return _ONEDNN_LINEAR and _trains_on_cpu(x, layer, (torch.float32,))
 
 
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
@@ -267,12 +314,16 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
     first copies the broadcast bias into its output, and each separate pass over the
     activations (GELU, the residual add) costs about a third of the product on the
     small-channel levels. Training, tracing, export and other devices/dtypes take the plain
-    path (the same values up to rounding); CPU training with ``gelu`` takes _LinearGELU.
+    path (the same values up to rounding); CPU training takes _LinearGELU with ``gelu`` and
+    _Linear without (float32: oneDNN's products, see _product_nt).
     """
     if gelu and residual is not None:
         raise ValueError("linear: pass gelu or residual, not both")
     if gelu and _gelu_kernel_trains(x, layer):
         return _LinearGELU.apply(x, layer.weight, layer.bias)
+    if not gelu and _onednn_trains(x, layer):
+        out = _Linear.apply(x, layer.weight, layer.bias)
+        return out if residual is None else residual + out
     dtype = _fused_cpu_dtype(x)
     if dtype is None or (residual is not None and not residual.is_contiguous()):
         out = F.linear(x, layer.weight, layer.bias)
