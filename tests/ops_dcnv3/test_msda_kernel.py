@@ -40,6 +40,10 @@ GRID = [
     Case(batch=1, queries=1, heads=1, points=1),
     Case(batch=3, im2col_step=2),  # batch not divisible by im2col_step
     Case(head_dim=70, levels=((4, 5),)),  # every vector width and a scalar tail
+    # more samples than keys: the backward packs each head's rows (heads > 1), general and
+    # 32-channel loops
+    Case(queries=60, heads=3, levels=((5, 7), (3, 4))),
+    Case(queries=40, heads=2, head_dim=32, levels=ONE, points=4, spread=0.5),
 ]
 
 
@@ -56,11 +60,13 @@ def test_matches_reference(case: Case, dtype):
     assert_kernel_matches_reference(case, dtype)
 
 
+@pytest.mark.parametrize("queries", [3, 40], ids=["strided", "packed"])
 @pytest.mark.parametrize("head_dim", [1, 8, 32, 33])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_every_cpu_code_path(cpu_isas, monkeypatch, head_dim, dtype):
-    """Each ISA variant (baseline, AVX2, AVX-512) and each head_dim tail length."""
-    case = Case(head_dim=head_dim, levels=((4, 5), (3, 2)), queries=3)
+def test_every_cpu_code_path(cpu_isas, monkeypatch, head_dim, dtype, queries):
+    """Each ISA variant (baseline, AVX2, AVX-512), each head_dim tail length, and the backward
+    on value's strided rows and on packed ones (more samples than keys)."""
+    case = Case(head_dim=head_dim, levels=((4, 5), (3, 2)), queries=queries)
     for isa in cpu_isas:
         monkeypatch.setenv("DCNV3_CPU_ISA", isa)
         assert_kernel_matches_reference(case, dtype)
