@@ -89,7 +89,8 @@ ForwardCall prepare_forward(const at::Tensor& value, const at::Tensor& spatial_s
 BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Tensor& value,
                               const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
                               const at::Tensor& sampling_locations,
-                              const at::Tensor& attention_weights, int64_t im2col_step) {
+                              const at::Tensor& attention_weights, int64_t im2col_step,
+                              bool (*writes_every_grad_value)(const Sizes&)) {
   BackwardCall call;
   call.s = check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step);
   const Sizes& s = call.s;
@@ -103,7 +104,9 @@ BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Tensor& v
   call.sampling_locations = sampling_locations.contiguous();
   call.attention_weights = attention_weights.contiguous();
   const auto acc_dtype = at::toOpMathType(value.scalar_type());
-  call.grad_value = at::zeros(value.sizes(), call.value.options().dtype(acc_dtype));
+  const auto grad_options = call.value.options().dtype(acc_dtype);
+  call.grad_value = writes_every_grad_value && writes_every_grad_value(s) ? at::empty(value.sizes(), grad_options)
+                                                                          : at::zeros(value.sizes(), grad_options);
   call.grad_sampling_locations = at::empty_like(call.sampling_locations);
   call.grad_attention_weights = at::empty_like(call.attention_weights);
   return call;

@@ -19,9 +19,10 @@ struct ForwardCall {
   at::Tensor output;  // (batch, queries, heads * head_dim)
 };
 
-// One backward call: as ForwardCall plus grad_output (in value's dtype), grad_value zeroed in
-// the accumulation dtype (float32 for half types), grad_sampling_locations and
-// grad_attention_weights to fill.
+// One backward call: as ForwardCall plus grad_output (in value's dtype), grad_value in the
+// accumulation dtype (float32 for half types): zeroed, or left to the kernel where
+// `writes_every_grad_value` (if given) says that it writes each element at these sizes;
+// grad_sampling_locations and grad_attention_weights to fill.
 struct BackwardCall {
   Sizes s;
   at::Tensor grad_output, value, spatial_shapes, level_start_index, sampling_locations,
@@ -39,7 +40,8 @@ ForwardCall prepare_forward(const at::Tensor& value, const at::Tensor& spatial_s
 BackwardCall prepare_backward(const at::Tensor& grad_output, const at::Tensor& value,
                               const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
                               const at::Tensor& sampling_locations,
-                              const at::Tensor& attention_weights, int64_t im2col_step);
+                              const at::Tensor& attention_weights, int64_t im2col_step,
+                              bool (*writes_every_grad_value)(const Sizes&) = nullptr);
 
 }  // namespace msda
 }  // namespace dcnv3

@@ -6,8 +6,8 @@
 // location/attention gradients of its points) belong to it alone: no atomics, and the
 // result is deterministic.
 // Where a head's samples outnumber its keys, a pair first packs the head's value rows
-// (heads * head_dim apart in value) and accumulates into a packed gradient (1.3x faster
-// backward at the BEVFormer TSA and DINO shapes, the same bits).
+// (heads * head_dim apart in value) and accumulates into a packed gradient (packs_heads:
+// 1.3x faster backward at the BEVFormer TSA and DINO shapes, the same bits).
 //
 // Per point, the corner geometry comes from msda_sampling.h (the bilinear arithmetic shared
 // with DCNv3); the inner loops run over head_dim with GCC vector types, compiled for
@@ -321,6 +321,14 @@ DCNV3_INLINE void forward_range(const Args<scalar_t>& a,
   }
 }
 
+// A head's rows lie heads * head_dim apart in value and grad_value (1 KiB for 8 heads of 32
+// float32 channels), so they fall into few cache sets and evict each other (the BEVFormer
+// TSA backward ran 1.9x slower than the same work with one head). Where a head's samples
+// outnumber its keys, each (batch, head) task packs the head's value rows, accumulates into
+// a packed gradient (the same sums in the same order), and stores that into grad_value:
+// every element once, so grad_value needs no zero fill first.
+bool packs_heads(const Sizes& s) { return s.heads > 1 && s.queries * s.levels * s.points >= s.keys; }
+
 template <typename scalar_t, int kBytes>
 DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
                                  int64_t begin, int64_t end, Scratch<scalar_t>& scratch) {
@@ -335,12 +343,7 @@ DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
   acc_t* go = scratch.go.data();
   const bool fixed_32 = head_dim == 32;
   Vec<acc_t, wide> go_vectors[32 / wide];
-  // A head's rows lie heads * head_dim apart in value and grad_value (1 KiB for 8 heads of 32
-  // float32 channels), so they fall into few cache sets and evict each other (the BEVFormer
-  // TSA backward ran 1.9x slower than the same work with one head). Where a head's samples
-  // outnumber its keys, the task packs the head's value rows, accumulates into a packed
-  // gradient, and adds that to grad_value once: the same sums in the same order.
-  const bool pack = s.heads > 1 && s.queries * count >= s.keys;
+  const bool pack = packs_heads(s);
   const int32_t sample_stride = pack ? head_dim : key_stride;
   if (pack) scratch.packed_value.resize(s.keys * s.head_dim);
   for (int64_t task = begin; task < end; ++task) {  // task = b * heads + h
@@ -423,7 +426,7 @@ DCNV3_INLINE void backward_range(const Args<scalar_t>& a,
       acc_t* grad = a.grad_value + head_offset;
       const acc_t* packed = scratch.packed_grad.data();
       for (int64_t k = 0; k < s.keys; ++k)
-        for (int c = 0; c < head_dim; ++c) grad[k * key_stride + c] += packed[k * head_dim + c];
+        std::memcpy(grad + k * key_stride, packed + k * head_dim, head_dim * sizeof(acc_t));
     }
   }
 }
@@ -513,7 +516,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward_cpu(
     return {gv.to(at::kHalf), gl.to(at::kHalf), ga.to(at::kHalf)};
   }
   BackwardCall call = prepare_backward(grad_output, value, spatial_shapes, level_start_index,
-                                       sampling_locations, attention_weights, im2col_step);
+                                       sampling_locations, attention_weights, im2col_step, &packs_heads);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, call.value.scalar_type(), "msda_backward_cpu", [&] {
     Args<scalar_t> a = common_args<scalar_t>(call.value, call.spatial_shapes, call.level_start_index,
                                              call.sampling_locations, call.attention_weights, call.s);
