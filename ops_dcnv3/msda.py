@@ -147,7 +147,7 @@ def _onnx_symbolic(
     TensorRT plugin implements): five inputs and ``im2col_step``."""
     from torch.onnx import symbolic_helper as sh
 
-    return g.op(
+    out = g.op(
         ONNX_NODE,
         value,
         spatial_shapes,
@@ -156,6 +156,15 @@ def _onnx_symbolic(
         attention_weights,
         im2col_step_i=sh._get_const(im2col_step, "i", "im2col_step"),
     )
+    # The output's type and shape, which ONNX cannot infer for a custom node (the exporter
+    # warns once per node otherwise): value's dtype, (N, queries, heads * head_dim).
+    value_sizes = value.type().varyingSizes() or []
+    location_sizes = sampling_locations.type().varyingSizes() or []
+    if (len(value_sizes), len(location_sizes)) == (4, 6):
+        n, _, heads, head_dim = value_sizes
+        channels = None if heads is None or head_dim is None else heads * head_dim
+        out.setType(value.type().with_sizes([n, location_sizes[1], channels]))
+    return out
 
 
 def _register() -> None:

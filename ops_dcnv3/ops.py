@@ -159,7 +159,7 @@ def _onnx_symbolic(g, input, offset, mask, kernel_h, kernel_w, stride_h, stride_
         (kernel_h, "kernel_h"), (kernel_w, "kernel_w"), (stride_h, "stride_h"), (stride_w, "stride_w"),
         (pad_h, "pad_h"), (pad_w, "pad_w"), (dilation_h, "dilation_h"), (dilation_w, "dilation_w"),
         (group, "group"), (group_channels, "group_channels"), (im2col_step, "im2col_step"))]
-    return g.op(
+    out = g.op(
         "mmdeploy::TRTDCNv3", input, offset, mask,
         kernel_h_i=ints[0], kernel_w_i=ints[1], stride_h_i=ints[2], stride_w_i=ints[3],
         pad_h_i=ints[4], pad_w_i=ints[5], dilation_h_i=ints[6], dilation_w_i=ints[7],
@@ -167,6 +167,15 @@ def _onnx_symbolic(g, input, offset, mask, kernel_h, kernel_w, stride_h, stride_
         offset_scale_f=sh._get_const(offset_scale, "f", "offset_scale"), im2col_step_i=ints[10],
         remove_center_i=int(sh._get_const(remove_center, "b", "remove_center")),
     )
+    # The output's type and shape, which ONNX cannot infer for a custom node (the exporter
+    # warns once per node otherwise): input's dtype, (N, H_out, W_out, C).
+    sizes = input.type().varyingSizes()
+    if sizes is not None and len(sizes) == 4:
+        n, h, w, c = sizes
+        h = None if h is None else output_size(h, ints[0], ints[2], ints[4], ints[6])
+        w = None if w is None else output_size(w, ints[1], ints[3], ints[5], ints[7])
+        out.setType(input.type().with_sizes([n, h, w, c]))
+    return out
 
 
 def _register() -> None:

@@ -109,6 +109,11 @@ def test_onnx_plugin_form_is_mmdeploys_node(opset):
     assert node.domain == "mmdeploy" and len(node.input) == 5 and len(node.output) == 1
     assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute} == {"im2col_step": 64}
     assert not any(n.op_type == "GridSample" for n in model.graph.node)
+    # ONNX cannot infer the custom node's output: the symbolic states it, (N, queries, channels)
+    infos = {v.name: v.type.tensor_type for v in [*model.graph.value_info, *model.graph.output]}
+    out = infos[node.output[0]]
+    assert out.elem_type == onnx.TensorProto.FLOAT and out.shape.dim[0].dim_param
+    assert [d.dim_value for d in out.shape.dim[1:]] == [KEYS, 8]
 
 
 def test_onnx_portable_form_runs_in_onnxruntime():

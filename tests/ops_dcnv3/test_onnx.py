@@ -12,6 +12,7 @@ from onnx import helper
 
 from ops_dcnv3 import kernel_available
 from ops_dcnv3.modules import DCNv3
+from ops_dcnv3.ops import dcnv3
 
 pytestmark = pytest.mark.skipif(not kernel_available("cpu"), reason="ops_dcnv3 extension not built")
 
@@ -61,3 +62,25 @@ def test_dynamic_batch_export():
                     dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     assert len(_dcn_nodes(model)) == 1
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+class _StridedOp(torch.nn.Module):
+    def forward(self, x, offset, mask):
+        return dcnv3(x, offset, mask, 3, 3, 2, 2, 1, 1, 1, 1, 2, 8, 1.0, 64, False)
+
+
+def test_plugin_node_output_carries_type_and_shape():
+    """ONNX cannot infer a custom node's output: the symbolic states it, (N, H_out, W_out, C)
+    in the input's dtype, the batch left symbolic where it is dynamic."""
+    x, offset, mask = torch.randn(1, 9, 7, 16), torch.randn(1, 5, 4, 36), torch.rand(1, 5, 4, 18)
+    buffer = io.BytesIO()
+    torch.onnx.export(_StridedOp(), (x, offset, mask), buffer, dynamo=False, opset_version=17,
+                      input_names=["x", "offset", "mask"], custom_opsets={"mmdeploy": 1},
+                      dynamic_axes={"x": {0: "batch"}, "offset": {0: "batch"}, "mask": {0: "batch"}})
+    model = onnx.load_from_string(buffer.getvalue())
+    (node,) = _dcn_nodes(model)
+    infos = {v.name: v.type.tensor_type for v in [*model.graph.value_info, *model.graph.output]}
+    out = infos[node.output[0]]
+    assert out.elem_type == onnx.TensorProto.FLOAT
+    dims = out.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [5, 4, 16]
