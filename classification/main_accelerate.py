@@ -240,6 +240,14 @@ def main(argv: list[str] | None = None) -> dict:
         acc.end_training()
 
 
+def deepspeed_cpu_fp16() -> bool:
+    """Whether DeepSpeed's CPU accelerator runs fp16 here (it asks oneDNN for float16
+    support: Intel Sapphire Rapids and later; not AMD EPYC Zen 4/5)."""
+    from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
+
+    return bool(CPU_Accelerator().is_fp16_supported())  # None where unsupported
+
+
 def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
     rank, world_size, device = acc.process_index, acc.num_processes, acc.device
     # Our loaders shard by rank themselves (DistributedSampler), so they are not prepared.
@@ -275,6 +283,12 @@ def _train(config: CfgNode, acc, args, logger: logging.Logger) -> dict:
         ds["gradient_accumulation_steps"] = config.TRAIN.ACCUMULATION_STEPS
         ds["gradient_clipping"] = float(config.TRAIN.CLIP_GRAD or 0.0)
         half = next((k for k in ("bf16", "fp16") if (ds.get(k) or {}).get("enabled") in (True, "auto")), None)
+        if half == "fp16" and device.type == "cpu" and not deepspeed_cpu_fp16():
+            raise ValueError(
+                "the DeepSpeed config enables fp16, which DeepSpeed's CPU accelerator runs only on "
+                "CPUs with float16 arithmetic (AVX512-FP16 or AMX-FP16; "
+                "torch.ops.mkldnn._is_mkldnn_fp16_supported() is False here); launch the bf16 "
+                "file of the same setup (zero1_bf16.yaml, zero3_offload_bf16.yaml) or use GPUs")
         if half and device.type == "cpu":
             # DeepSpeed casts the weights, not the buffers; CPU batch_norm wants its running
             # statistics in the input's dtype (GPU kernels take float32 ones).

@@ -6,7 +6,9 @@ or the GPUs present), so the DDP / DeepSpeed ZeRO-1 / ZeRO-3-offload settings, t
 precision and the DeepSpeed json are the shipped ones. Files with the same effective
 settings (same launcher keys, same DeepSpeed json content) share one launch. All of them
 run on CPU too (DDP over gloo, fp16/bf16 autocast, DeepSpeed's CPU accelerator with ZeRO-3
-offload to torch's AdamW), so nothing is skipped.
+offload to torch's AdamW), so nothing is skipped; where DeepSpeed's CPU accelerator has no
+fp16 (a CPU without AVX512-FP16/AMX-FP16, such as AMD EPYC), the fp16 DeepSpeed files must
+refuse clearly instead.
 
 Also: two processes are one data-parallel run or a clear refusal (never two trainings
 racing into one folder): ``torchrun --nproc_per_node 2`` on CPU trains one model over gloo,
@@ -74,8 +76,16 @@ def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+def _deepspeed_fp16(launcher: str) -> bool:
+    settings = json.loads(_settings(launcher))
+    ds = (settings.get("deepspeed_config") or {}).get("deepspeed_config_file") or {}
+    return settings["distributed_type"] == "DEEPSPEED" and (ds.get("fp16") or {}).get("enabled") is True
+
+
 @pytest.mark.parametrize("launcher", sorted(GROUPS), ids=os.path.basename)
 def test_launcher_trains_one_step(launcher: str, launch_inputs: dict[str, str]) -> None:
+    from classification.main_accelerate import deepspeed_cpu_fp16
+
     covered = ", ".join(os.path.basename(p) for p in GROUPS[launcher])
     processes = str(max(torch.cuda.device_count(), 1))
     out = os.path.join(launch_inputs["root"], os.path.basename(launcher)[:-5])
@@ -83,6 +93,12 @@ def test_launcher_trains_one_step(launcher: str, launch_inputs: dict[str, str]) 
                  "--num_processes", processes, "--main_process_port", "29641", SCRIPT,
                  "--cfg", launch_inputs["cfg"], "--data-path", launch_inputs["data"], "--output", out])
     log = proc.stdout + proc.stderr
+    if _deepspeed_fp16(launcher) and not torch.cuda.is_available() and not deepspeed_cpu_fp16():
+        # DeepSpeed's CPU accelerator has no fp16 on this CPU (AMD EPYC, Intel before Sapphire
+        # Rapids): a clear refusal before any training, naming the way out
+        assert proc.returncode != 0 and "enables fp16" in log and "bf16" in log, f"{covered}:\n{log[-4000:]}"
+        assert not glob.glob(os.path.join(out, "*", "accelerate", "epoch0"))
+        return
     assert proc.returncode == 0, f"{covered}:\n{log[-4000:]}"
     with open(launcher) as f:
         raw = yaml.safe_load(f)
