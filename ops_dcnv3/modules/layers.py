@@ -231,13 +231,15 @@ def _product_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = No
     return a.mm(b.t()) if bias is None else torch.addmm(bias, a, b.t())
 
 
-def _input_and_weight_grads(ctx, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor):
-    """(grad_x, grad_weight) of ``x @ weight.T`` from the 2-D output gradient ``grad``. The
-    weight gradient stays on ATen's mm: its long reduction over the pixels is no faster in
-    oneDNN (mixed, 0.6-1.6x, at InternImage-T's shapes)."""
-    grad_x = _product_nt(grad, weight.t()).view(x.shape) if ctx.needs_input_grad[0] else None
-    grad_w = grad.t().mm(x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
-    return grad_x, grad_w
+def _linear_grads(ctx, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor):
+    """(grad_x, grad_weight, grad_bias) of ``x @ weight.T + bias`` from the 2-D gradient
+    ``grad`` of the output (before any activation), each where wanted (a missing bias wants
+    none). The weight gradient stays on ATen's mm: its long reduction over the pixels is no
+    faster in oneDNN (mixed, 0.6-1.6x, at InternImage-T's shapes)."""
+    needs_x, needs_w, needs_b = ctx.needs_input_grad
+    grad_x = _product_nt(grad, weight.t()).view(x.shape) if needs_x else None
+    grad_w = grad.t().mm(x.reshape(-1, x.shape[-1])) if needs_w else None
+    return grad_x, grad_w, grad.sum(0) if needs_b else None
 
 
 class _Linear(torch.autograd.Function):
@@ -248,17 +250,13 @@ class _Linear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         out = _product_nt(x.reshape(-1, x.shape[-1]), weight, bias)
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad = grad.reshape(-1, grad.shape[-1])
-        grad_x, grad_w = _input_and_weight_grads(ctx, x, weight, grad)
-        grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
+        return _linear_grads(ctx, x, weight, grad.reshape(-1, grad.shape[-1]))
 
 
 class _LinearGELU(torch.autograd.Function):
@@ -272,17 +270,13 @@ class _LinearGELU(torch.autograd.Function):
         pre = _product_nt(x.reshape(-1, x.shape[-1]), weight)
         out = torch.ops.ops_dcnv3.gelu_with_derivative_(pre, bias)
         ctx.save_for_backward(x, weight, pre)  # pre now holds gelu'(pre)
-        ctx.has_bias = bias is not None
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, weight, derivative = ctx.saved_tensors
-        grad_pre = grad.reshape(derivative.shape) * derivative
-        grad_x, grad_w = _input_and_weight_grads(ctx, x, weight, grad_pre)
-        grad_b = grad_pre.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b
+        return _linear_grads(ctx, x, weight, grad.reshape(derivative.shape) * derivative)
 
 
 def _trains_on_cpu(x: torch.Tensor, layer: nn.Linear, dtypes: tuple[torch.dtype, ...]) -> bool:
