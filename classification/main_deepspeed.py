@@ -69,6 +69,7 @@ from classification.utils import (  # noqa: E402
     barrier,
     close_logger,
     create_logger,
+    leave_process_group_at_exit,
     plot_curves,
     resume_training,
 )
@@ -198,6 +199,7 @@ def init_deepspeed_distributed(device_type: str) -> tuple[int, int, int]:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo", verbose=False)
+        leave_process_group_at_exit()
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 

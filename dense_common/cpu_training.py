@@ -27,6 +27,7 @@ import torch.distributed as dist
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
+from classification.utils.distributed import leave_process_group_at_exit
 from dense_common.cli import fail
 
 
@@ -65,6 +66,7 @@ def start_gloo_group() -> None:
         raise fail(f"--launcher pytorch expects torchrun's environment ({', '.join(missing)} unset); "
                    "start it with dist_train.sh CONFIG N or torchrun --nproc_per_node N")
     dist.init_process_group("gloo", init_method="env://")
+    leave_process_group_at_exit()  # mmengine's Runner leaves the group to the interpreter's exit
 
 
 def adapt_to_cpu(cfg: Any, launcher: str) -> list[str]:

@@ -54,6 +54,7 @@ def run_setting(setting: str, cfg: str, batch_size: int) -> dict:
         init_deepspeed_distributed,
     )
     from classification.models import build_model
+    from classification.utils import leave_process_group_at_exit
 
     config = load_config_file(
         cfg, ["DATA.BATCH_SIZE", str(batch_size), "TRAIN.USE_CHECKPOINT", str(setting == "checkpoint")]
@@ -87,6 +88,7 @@ def run_setting(setting: str, cfg: str, batch_size: int) -> dict:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+        leave_process_group_at_exit()
         ddp = DistributedDataParallel(model, device_ids=[0] if device.type == "cuda" else None)
         loss = criterion(ddp(images), targets)
         loss.backward()

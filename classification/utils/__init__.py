@@ -1,6 +1,14 @@
 """Trainer utilities: crash-safe checkpoints, metrics records, logging, distributed helpers."""
 
-from .distributed import all_reduce_sum, barrier, get_rank, get_world_size, init_distributed, is_distributed
+from .distributed import (
+    all_reduce_sum,
+    barrier,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_distributed,
+    leave_process_group_at_exit,
+)
 from .logger import close_logger, create_logger
 from .metrics import MetricsLogger, epoch_history, plot_curves, read_metrics
 from .training_checkpoint import (
@@ -34,6 +42,7 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "init_distributed",
+    "leave_process_group_at_exit",
     "is_distributed",
     "load_checkpoint_file",
     "load_latest_valid",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 
 import torch
@@ -25,6 +27,23 @@ def init_distributed() -> tuple[int, int, int, bool]:
         backend="nccl" if use_cuda else "gloo", init_method="env://", world_size=world_size, rank=rank
     )
     return rank, world_size, local_rank, True
+
+
+@functools.cache  # registers once per process
+def leave_process_group_at_exit() -> None:
+    """Destroys the default process group when the interpreter exits, while it is still whole.
+
+    A process that exits with a gloo group alive can abort ("terminate called without an active
+    exception", SIGABRT): gloo's worker threads still hold finished work whose tensors are
+    released during interpreter finalization. Entry points that join a group and leave it to
+    exit (mmengine's Runner never destroys one) register this once; it is a no-op when the
+    group is already gone."""
+    atexit.register(_destroy_if_initialized)
+
+
+def _destroy_if_initialized() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from seg_testutils import SEG, tiny_config
+from seg_testutils import ROOT, SEG, tiny_config
 
 from dense_common.cpu_training import CPUAutocastOptimWrapper, adapt_to_cpu
 
@@ -71,3 +72,40 @@ def test_gpu_only_launchers_refuse_in_one_line(launcher: str) -> None:
     cfg = Config(dict(model=dict(), optim_wrapper=dict(type="OptimWrapper")))
     with pytest.raises(SystemExit, match=rf"--launcher {launcher} needs CUDA devices .* dist_train.sh"):
         adapt_to_cpu(cfg, launcher)
+
+
+EXIT_SCRIPT = """
+import atexit, sys
+import torch
+import torch.distributed as dist
+sys.path.insert(0, {repo!r})
+from dense_common.cpu_training import start_gloo_group
+
+# registered first, so it runs last: after the handler start_gloo_group registers
+atexit.register(lambda: print("group alive at exit:", dist.is_initialized(), flush=True))
+start_gloo_group()
+t = torch.ones(3)
+dist.all_reduce(t)  # leaves finished gloo work behind, as mmengine's result collection does
+print("sum:", t.tolist(), flush=True)
+"""
+
+
+def test_the_gloo_group_is_destroyed_before_the_interpreter_exits(tmp_path: Path) -> None:
+    """mmengine's Runner never destroys the group it runs in; a gloo group left to the
+    interpreter's finalization can abort the process (SIGABRT, "terminate called without an
+    active exception"), which failed dist_test.sh runs on CI. start_gloo_group destroys it at exit."""
+    script = tmp_path / "exit_check.py"
+    script.write_text(EXIT_SCRIPT.format(repo=str(ROOT)))
+    env = dict(os.environ, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sum: [1.0, 1.0, 1.0]" in proc.stdout
+    assert "group alive at exit: False" in proc.stdout, proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
