@@ -17,7 +17,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
-from ops_dcnv3.modules.layers import linear
+from ops_dcnv3.modules.layers import channels_last_memory, linear
 
 CORE_OPS = {"DCNv3": DCNv3, "DCNv3_pytorch": DCNv3_pytorch}
 _NOT_TRACEABLE = (
@@ -39,7 +39,7 @@ class StemLayer(nn.Module):
         self.norm2 = build_norm_layer(out_chans, norm_layer, "channels_first", "channels_last")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.norm1(self.conv1(x)))
+        x = self.act(self.norm1(self.conv1(channels_last_memory(x))))
         return self.norm2(self.conv2(x))
 
 

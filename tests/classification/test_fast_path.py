@@ -84,3 +84,29 @@ def test_bfloat16_autocast_inference_matches_float32(monkeypatch):
     assert kernel_dtypes and set(kernel_dtypes) == {(torch.float32,) * 3}
     scale = expected.abs().max().item()
     torch.testing.assert_close(got.float(), expected, atol=BF16_TOLERANCE * scale, rtol=0)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_stem_runs_channels_last_through_the_layer_norm_kernel(monkeypatch, grad):
+    """The stem stores its input channels-last on CPU, so both its LayerNorms see contiguous
+    channels-last activations and run ops_dcnv3's kernel (ATen's over a copy otherwise);
+    the values are the stem's plain NCHW computation."""
+    import torch.nn.functional as F
+
+    stem = _tiny_model().patch_embed.train(grad)
+    x = torch.randn(2, 3, 32, 32)
+    calls = []
+    kernel = torch.ops.ops_dcnv3.layer_norm_last
+    monkeypatch.setattr(torch.ops.ops_dcnv3, "layer_norm_last",
+                        lambda *a: calls.append(a[0].shape) or kernel(*a), raising=False)
+    with torch.set_grad_enabled(grad):
+        out = stem(x)
+    assert out.is_contiguous() and len(calls) == 2
+
+    def plain_norm(t, norm):  # (N, C, H, W) -> (N, H, W, C)
+        return F.layer_norm(t.permute(0, 2, 3, 1), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+    with torch.no_grad():
+        h = F.gelu(plain_norm(stem.conv1(x), stem.norm1[1]).permute(0, 3, 1, 2))
+        expected = plain_norm(stem.conv2(h), stem.norm2[1])
+    torch.testing.assert_close(out.detach(), expected, atol=1e-5, rtol=1e-5)
