@@ -17,7 +17,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
-from ops_dcnv3.modules.layers import channels_last_memory, linear
+from ops_dcnv3.modules.layers import channels_last_memory, hooks_attached, linear
 
 CORE_OPS = {"DCNv3": DCNv3, "DCNv3_pytorch": DCNv3_pytorch}
 _NOT_TRACEABLE = (
@@ -138,9 +138,15 @@ class InternImageLayer(nn.Module):
         if self.res_post_norm:
             x = self._residual(x, self.res_post_norm1(self.dcn(self.norm1(x))))
             return self._residual(x, self.res_post_norm2(self.mlp(self.norm2(x))))
-        x = self._residual(x, self.dcn(self.norm1(x)))
         if isinstance(self.drop_path, nn.Identity) or not self.training:
-            return self.mlp(self.norm2(x), residual=x)  # the residual add fused into fc2
+            # The residual adds fused into DCNv3's output projection and fc2 (not where a
+            # hook on dcn would then see the sum instead of the branch).
+            if hooks_attached(self.dcn):
+                x = x + self.dcn(self.norm1(x))
+            else:
+                x = self.dcn(self.norm1(x), residual=x)
+            return self.mlp(self.norm2(x), residual=x)
+        x = self._residual(x, self.dcn(self.norm1(x)))
         return self._residual(x, self.mlp(self.norm2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

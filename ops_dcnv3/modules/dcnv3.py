@@ -96,8 +96,9 @@ class _DCNv3Base(nn.Module):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.constant_(layer.bias, 0.0)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """input: (N, H, W, C) -> (N, H', W', C)."""
+    def forward(self, input: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """input: (N, H, W, C) -> (N, H', W', C); plus ``residual`` (of the output's shape)
+        where given, added in the output projection's epilogue on CPU inference (linear)."""
         # static rank/channel check (no data-dependent branch: compile/export/ONNX trace through it)
         if input.dim() != 4 or input.shape[-1] != self.channels:
             raise ValueError(_layout_message(type(self).__name__, tuple(input.shape), self.channels))
@@ -119,7 +120,7 @@ class _DCNv3Base(nn.Module):
                                            self.center_feature_scale_proj_bias))
             scale = scale.repeat_interleave(self.group_channels, dim=-1)
             out = out * (1 - scale) + value * scale
-        return linear(out, self.output_proj)
+        return linear(out, self.output_proj, residual=residual)
 
     def _depthwise(self, input: torch.Tensor) -> torch.Tensor:
         """dw_conv on channels-last input: (N, H, W, C) -> (N, H, W, C). With LayerNorm and

@@ -110,3 +110,39 @@ def test_stem_runs_channels_last_through_the_layer_norm_kernel(monkeypatch, grad
         h = F.gelu(plain_norm(stem.conv1(x), stem.norm1[1]).permute(0, 3, 1, 2))
         expected = plain_norm(stem.conv2(h), stem.norm2[1])
     torch.testing.assert_close(out.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("core", ["DCNv3", "DCNv3_pytorch"])
+def test_dcnv3_residual_is_added_to_the_output(core):
+    """DCNv3(x, residual=r) is r + DCNv3(x): in the output projection's epilogue on CPU
+    inference, a plain add elsewhere (grad mode here)."""
+    from ops_dcnv3 import modules
+
+    torch.manual_seed(0)
+    dcn = getattr(modules, core)(channels=16, group=2).eval()
+    with torch.no_grad():
+        dcn.offset.weight.normal_(0.0, 0.2)
+        dcn.mask.weight.normal_(0.0, 0.2)
+    x, residual = torch.randn(2, 7, 9, 16), torch.randn(2, 7, 9, 16)
+    with torch.inference_mode():
+        fused, branch = dcn(x, residual=residual), dcn(x)
+    torch.testing.assert_close(fused, residual + branch, atol=1e-5, rtol=1e-5)
+    plain = dcn(x, residual=residual)  # grad mode: F.linear, then the add
+    torch.testing.assert_close(plain.detach(), residual + branch, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_hook_on_dcn_sees_the_branch_not_the_sum():
+    """With a hook on a block's dcn, inference calls it without the fused residual, so the
+    hook sees DCNv3's own output (what extract_feature-style hooks capture)."""
+    model = _tiny_model()
+    x = torch.randn(1, 3, 32, 32)
+    dcn = model.levels[0].blocks[0].dcn
+    seen = []
+    handle = dcn.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    with torch.inference_mode():
+        hooked = model(x)
+        handle.remove()
+        unhooked = model(x)
+        (branch_input, branch_out), = seen
+        torch.testing.assert_close(branch_out, dcn(branch_input))
+    torch.testing.assert_close(hooked, unhooked, atol=1e-5, rtol=1e-5)
