@@ -56,6 +56,25 @@ def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
     return x.dtype in supported and _cpu_op_built("layer_norm_last")
 
 
+def depthwise_kernel_serves(x: object, conv: nn.Conv2d, norm: nn.LayerNorm) -> bool:
+    """Whether ops_dcnv3's depthwise_layer_norm_gelu_last computes GELU(norm(conv(x))) for
+    channels-last ``x`` (N, H, W, C): CPU inference (no gradient wanted) in float32/float64,
+    ``conv`` a depthwise k x k convolution (k odd, stride 1, dilation 1, zero padding
+    (k - 1) / 2) and ``norm`` a LayerNorm over C, all parameters in ``x``'s dtype."""
+    if not (_eager_on_cpu(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+            and type(conv) is nn.Conv2d and _cpu_op_built("depthwise_layer_norm_gelu_last")):
+        return False
+    channels, k = x.shape[-1], conv.kernel_size[0]
+    params = [p for p in (conv.weight, conv.bias, norm.weight, norm.bias) if p is not None]
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        return False
+    return (conv.in_channels == conv.out_channels == conv.groups == channels and conv.kernel_size == (k, k)
+            and k % 2 == 1 and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.padding == ((k - 1) // 2,) * 2 and conv.padding_mode == "zeros"
+            and tuple(norm.normalized_shape) == (channels,)
+            and all(p.dtype == x.dtype and p.device == x.device for p in params))
+
+
 def hooks_attached(*modules: nn.Module) -> bool:
     """Whether a forward/backward hook (on any of ``modules``, or global) would see their
     calls: a fused path that skips calling them must then call them instead."""

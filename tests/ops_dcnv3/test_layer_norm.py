@@ -308,3 +308,80 @@ def test_dcnv3_depthwise_path_fuses_and_keeps_hooks(monkeypatch):
         finally:
             handle.remove()
         assert len(seen) == 1 and len(fused_calls) == 1  # the hook fired; no fused call
+
+
+def _depthwise_reference(x, conv_weight, conv_bias, weight, bias, eps):
+    """GELU(LayerNorm(depthwise conv(x))) in float64 through ATen's conv and erfc."""
+    k = conv_weight.shape[-1]
+    conv = F.conv2d(x.double().permute(0, 3, 1, 2), conv_weight.double(),
+                    None if conv_bias is None else conv_bias.double(), padding=(k - 1) // 2,
+                    groups=x.shape[-1]).permute(0, 2, 3, 1)
+    norm = F.layer_norm(conv, x.shape[-1:], None if weight is None else weight.double(),
+                        None if bias is None else bias.double(), eps)
+    return _gelu_reference(norm)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape, k", [((2, 5, 7, 64), 3), ((1, 9, 4, 19), 5), ((3, 1, 1, 8), 3),
+                                      ((1, 3, 3, 33), 1), ((2, 6, 6, 48), 7), ((1, 2, 9, 512), 3)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_depthwise_layer_norm_gelu_matches_the_composition(monkeypatch, cpu_isas, dtype, shape, k, affine):
+    x, weight, bias = _inputs(shape, dtype, seed=shape[-1] + k)
+    gen = torch.Generator().manual_seed(k)
+    conv_weight = torch.randn(shape[-1], 1, k, k, generator=gen, dtype=torch.float64).to(dtype)
+    conv_bias = torch.randn(shape[-1], generator=gen, dtype=torch.float64).to(dtype)
+    params = (conv_bias, weight, bias) if affine else (None, None, None)
+    ref = _depthwise_reference(x, conv_weight, *params, 1e-6)
+    tol = {torch.float64: 1e-12, torch.float32: 3e-5}[dtype]
+    for isa in cpu_isas:
+        monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+        out = torch.ops.ops_dcnv3.depthwise_layer_norm_gelu_last(x, conv_weight, *params, 1e-6)
+        assert out.dtype == dtype and out.shape == x.shape and out.is_contiguous()
+        torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * 8)
+
+
+def test_depthwise_layer_norm_gelu_bad_input_is_named():
+    op = torch.ops.ops_dcnv3.depthwise_layer_norm_gelu_last
+    x, w = torch.randn(1, 4, 4, 8), torch.randn(8, 1, 3, 3)
+    with pytest.raises(RuntimeError, match=r"input must be \(N, H, W, C\)"):
+        op(torch.randn(4, 4, 8), w, None, None, None, 1e-6)
+    with pytest.raises(RuntimeError, match=r"conv_weight must be \(C, 1, k, k\) with C = 8 and k odd"):
+        op(x, torch.randn(8, 1, 2, 2), None, None, None, 1e-6)
+    with pytest.raises(RuntimeError, match=r"conv_weight must be \(C, 1, k, k\) with C = 8"):
+        op(x, torch.randn(7, 1, 3, 3), None, None, None, 1e-6)
+    with pytest.raises(RuntimeError, match="conv_bias, weight and bias must be 1-D of 8"):
+        op(x, w, None, torch.ones(7), None, 1e-6)
+    with pytest.raises(RuntimeError, match="input must be float64 or float32"):
+        op(x.bfloat16(), w.bfloat16(), None, None, None, 1e-6)
+    with pytest.raises(RuntimeError, match="conv_weight must be Float"):
+        op(x, w.double(), None, None, None, 1e-6)
+
+
+def test_dcnv3_depthwise_path_runs_one_kernel_in_inference_only(monkeypatch):
+    """CPU inference takes depthwise_layer_norm_gelu_last (the Sequential's values); grad
+    mode with parameters wanting gradients, a hook, and a convolution the kernel does not
+    cover (stride 2) keep the separate calls."""
+    from ops_dcnv3.modules import DCNv3
+
+    torch.manual_seed(0)
+    module = DCNv3(channels=32, group=4).eval()
+    x = torch.randn(2, 6, 5, 32)
+    calls = []
+    kernel = torch.ops.ops_dcnv3.depthwise_layer_norm_gelu_last
+    monkeypatch.setattr(torch.ops.ops_dcnv3, "depthwise_layer_norm_gelu_last",
+                        lambda *a: calls.append(a[0].shape) or kernel(*a), raising=False)
+    with torch.inference_mode():
+        fused = module._depthwise(x)
+        assert calls == [x.shape]
+        plain = module.dw_conv(x.permute(0, 3, 1, 2))
+        torch.testing.assert_close(fused, plain, rtol=1e-5, atol=2e-6)
+        handle = module.dw_conv[0].register_forward_hook(lambda *a: None)
+        module._depthwise(x)
+        handle.remove()
+        assert len(calls) == 1
+    module._depthwise(x)  # grad mode, trainable parameters
+    assert len(calls) == 1
+    module.dw_conv[0].stride = (2, 2)
+    with torch.inference_mode():
+        module._depthwise(x)
+    assert len(calls) == 1
