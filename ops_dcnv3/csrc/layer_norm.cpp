@@ -5,17 +5,13 @@
 // layer_norm_gelu_last is GELU(LayerNorm(input)) in one pass, returning (output,
 // derivative, mean, rstd) with the GELU's derivative at the norm's output where
 // `derivative` (float32/float64; an undefined tensor otherwise); the backward's grad_scale
-// multiplies the incoming gradient by it. depthwise_layer_norm_gelu_last is DCNv3's
-// depthwise path for inference: GELU(LayerNorm(depthwise k x k conv(input))) of (N, H, W, C)
-// input (stride 1, zero padding (k - 1) / 2), the convolution's output never written.
+// multiplies the incoming gradient by it. (depthwise_layer_norm_gelu_last: depthwise.cpp.)
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(ops_dcnv3, m) {
   m.def("layer_norm_last(Tensor input, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
   m.def("layer_norm_gelu_last(Tensor input, Tensor? weight, Tensor? bias, float eps, bool derivative) -> "
         "(Tensor, Tensor, Tensor, Tensor)");
-  m.def("depthwise_layer_norm_gelu_last(Tensor input, Tensor conv_weight, Tensor? conv_bias, Tensor? weight, "
-        "Tensor? bias, float eps) -> Tensor");
   m.def("layer_norm_last_backward(Tensor grad_output, Tensor input, Tensor mean, Tensor rstd, "
         "Tensor? weight, Tensor? grad_scale=None) -> (Tensor, Tensor, Tensor)");
 }

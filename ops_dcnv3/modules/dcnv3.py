@@ -17,6 +17,7 @@ from .layers import (
     ToChannelsLast,
     build_act_layer,
     build_norm_layer,
+    depthwise_conv_last,
     depthwise_kernel_serves,
     hooks_attached,
     linear,
@@ -125,9 +126,10 @@ class _DCNv3Base(nn.Module):
 
     def _depthwise(self, input: torch.Tensor) -> torch.Tensor:
         """dw_conv on channels-last input: (N, H, W, C) -> (N, H, W, C). With LayerNorm and
-        exact GELU (every published variant) the two run as one LayerNorm.forward_gelu, and
-        in CPU inference the convolution with them (one kernel: its output is never
-        written), unless a hook watches dw_conv or its parts (then they are called)."""
+        exact GELU (every published variant) the two run as one LayerNorm.forward_gelu after
+        ops_dcnv3's depthwise kernel (depthwise_conv_last), and in CPU inference all three
+        as one kernel (the convolution's output never written), unless a hook watches
+        dw_conv or its parts (then they are called)."""
         conv, norm, act = self.dw_conv
         if (isinstance(act, nn.GELU) and act.approximate == "none" and len(norm) == 2
                 and isinstance(norm[0], ToChannelsLast) and isinstance(norm[1], LayerNorm)
@@ -135,7 +137,7 @@ class _DCNv3Base(nn.Module):
             if depthwise_kernel_serves(input, conv, norm[1]):
                 return torch.ops.ops_dcnv3.depthwise_layer_norm_gelu_last(
                     input, conv.weight, conv.bias, norm[1].weight, norm[1].bias, norm[1].eps)
-            return norm[1].forward_gelu(norm[0](conv(input.permute(0, 3, 1, 2))))
+            return norm[1].forward_gelu(depthwise_conv_last(input, conv))
         return self.dw_conv(input.permute(0, 3, 1, 2))
 
     def _mask_softmax(self, query: torch.Tensor) -> torch.Tensor:

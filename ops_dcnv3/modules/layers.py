@@ -56,23 +56,64 @@ def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
     return x.dtype in supported and _cpu_op_built("layer_norm_last")
 
 
-def depthwise_kernel_serves(x: object, conv: nn.Conv2d, norm: nn.LayerNorm) -> bool:
-    """Whether ops_dcnv3's depthwise_layer_norm_gelu_last computes GELU(norm(conv(x))) for
-    channels-last ``x`` (N, H, W, C): CPU inference (no gradient wanted) in float32/float64,
-    ``conv`` a depthwise k x k convolution (k odd, stride 1, dilation 1, zero padding
-    (k - 1) / 2) and ``norm`` a LayerNorm over C, all parameters in ``x``'s dtype."""
+def _depthwise_geometry(x: object, conv: nn.Conv2d, op: str) -> bool:
+    """Whether ops_dcnv3's CPU kernel ``op`` computes ``conv`` on channels-last ``x`` (N, H,
+    W, C) eagerly: float32/float64, ``conv`` a depthwise k x k convolution (k odd, stride 1,
+    dilation 1, zero padding (k - 1) / 2), its parameters in ``x``'s dtype and device."""
     if not (_eager_on_cpu(x) and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
-            and type(conv) is nn.Conv2d and _cpu_op_built("depthwise_layer_norm_gelu_last")):
+            and type(conv) is nn.Conv2d and _cpu_op_built(op)):
         return False
     channels, k = x.shape[-1], conv.kernel_size[0]
-    params = [p for p in (conv.weight, conv.bias, norm.weight, norm.bias) if p is not None]
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return False
+    params = [p for p in (conv.weight, conv.bias) if p is not None]
     return (conv.in_channels == conv.out_channels == conv.groups == channels and conv.kernel_size == (k, k)
             and k % 2 == 1 and conv.stride == (1, 1) and conv.dilation == (1, 1)
             and conv.padding == ((k - 1) // 2,) * 2 and conv.padding_mode == "zeros"
-            and tuple(norm.normalized_shape) == (channels,)
             and all(p.dtype == x.dtype and p.device == x.device for p in params))
+
+
+def _wants_grad(x: torch.Tensor, *modules: nn.Module) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for m in modules
+                                                               for p in m.parameters()))
+
+
+def depthwise_kernel_serves(x: object, conv: nn.Conv2d, norm: nn.LayerNorm) -> bool:
+    """Whether ops_dcnv3's depthwise_layer_norm_gelu_last computes GELU(norm(conv(x))) for
+    channels-last ``x``: the convolution's kernel serves (_depthwise_geometry), no gradient
+    is wanted, and ``norm`` is a LayerNorm over C in ``x``'s dtype."""
+    return (_depthwise_geometry(x, conv, "depthwise_layer_norm_gelu_last") and not _wants_grad(x, conv, norm)
+            and tuple(norm.normalized_shape) == (x.shape[-1],)
+            and all(p.dtype == x.dtype and p.device == x.device for p in norm.parameters()))
+
+
+class _DepthwiseConvLast(torch.autograd.Function):
+    """The depthwise convolution's kernel and its backward (float64/float32 CPU; the weight
+    and bias gradients are summed per fixed block of rows: no dependence on the threads)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return torch.ops.ops_dcnv3.depthwise_conv_last(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x, grad_w, grad_b = torch.ops.ops_dcnv3.depthwise_conv_last_backward(grad, x, weight)
+        wanted = ctx.needs_input_grad
+        return (grad_x if wanted[0] else None, grad_w if wanted[1] else None,
+                grad_b if wanted[2] else None)
+
+
+def depthwise_conv_last(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv`` (a depthwise convolution) of channels-last ``x`` (N, H, W, C), as a contiguous
+    (N, H, W, C) tensor: ops_dcnv3's kernel where it serves (_depthwise_geometry; ATen's
+    CPU depthwise backward is 4-10x its forward at InternImage-T's level 0), else ``conv``
+    on the channels-first view."""
+    if _depthwise_geometry(x, conv, "depthwise_conv_last_backward"):
+        if _wants_grad(x, conv):
+            return _DepthwiseConvLast.apply(x, conv.weight, conv.bias)
+        return torch.ops.ops_dcnv3.depthwise_conv_last(x, conv.weight, conv.bias)
+    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 def hooks_attached(*modules: nn.Module) -> bool:

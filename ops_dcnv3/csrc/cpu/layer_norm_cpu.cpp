@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "cpu_vec.h"
+#include "depthwise.h"
 
 namespace dcnv3 {
 namespace {
@@ -212,45 +213,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_norm_gelu_last_
 
 
 // ---------------------------------------------------------------- depthwise conv + LN + GELU
-// DCNv3's depthwise path in inference: a k x k depthwise convolution (stride 1, zero padding
-// (k - 1) / 2) of channels-last input, then GELU(LayerNorm) over the channels, one image row
-// at a time: the row's convolution goes into a (W, C) scratch that stays in L1/L2, and the
-// LayerNorm + GELU rows above read it from there, so the convolution's output never goes to
-// memory. taps: (k * k, C), the convolution weight transposed so that a tap's channels are
-// contiguous.
-template <typename scalar_t, int L>
-DCNV3_INLINE void depthwise_row(const scalar_t* __restrict x, const at::opmath_type<scalar_t>* __restrict taps,
-                                const at::opmath_type<scalar_t>* __restrict conv_bias,
-                                at::opmath_type<scalar_t>* __restrict out, int64_t height, int64_t width,
-                                int64_t channels, int64_t k, int64_t y) {
-  using acc_t = at::opmath_type<scalar_t>;
-  using V = Vec<acc_t, L>;
-  const int64_t pad = (k - 1) / 2, whole = channels / L * L;
-  const int64_t i0 = std::max<int64_t>(0, pad - y), i1 = std::min<int64_t>(k, height + pad - y);
-  for (int64_t col = 0; col < width; ++col) {
-    const int64_t j0 = std::max<int64_t>(0, pad - col), j1 = std::min<int64_t>(k, width + pad - col);
-    acc_t* o = out + col * channels;
-    int64_t c = 0;
-    for (; c < whole; c += L) {
-      V acc = conv_bias != nullptr ? load<L, acc_t>(conv_bias + c) : V{};
-      for (int64_t i = i0; i < i1; ++i) {
-        const scalar_t* in = x + ((y + i - pad) * width + col - pad) * channels + c;
-        const acc_t* t = taps + i * k * channels + c;
-        for (int64_t j = j0; j < j1; ++j) acc += load<L, acc_t>(t + j * channels) * load<L, acc_t>(in + j * channels);
-      }
-      store<L>(o + c, acc);
-    }
-    for (; c < channels; ++c) {
-      acc_t acc = conv_bias != nullptr ? conv_bias[c] : acc_t(0);
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = j0; j < j1; ++j)
-          acc += taps[(i * k + j) * channels + c] *
-                 static_cast<acc_t>(x[((y + i - pad) * width + col + j - pad) * channels + c]);
-      o[c] = acc;
-    }
-  }
-}
-
+// DCNv3's depthwise path in inference: the depthwise convolution (depthwise.h) of one image
+// row at a time goes into a (W, C) scratch that stays in L1/L2, and the LayerNorm + GELU
+// rows above read it from there, so the convolution's output never goes to memory.
 #define DCNV3_DW_VARIANT(NAME, TARGET, BYTES)                                                             \
   template <typename scalar_t>                                                                           \
   __attribute__((flatten)) TARGET void depthwise_rows_##NAME(                                            \
@@ -263,7 +228,7 @@ DCNV3_INLINE void depthwise_row(const scalar_t* __restrict x, const at::opmath_t
     at::opmath_type<scalar_t>* stats = scratch + width * channels;                                       \
     for (int64_t r = begin; r < end; ++r) { /* r: image * height + output row */                         \
       const int64_t image = r / height, row = r % height;                                                \
-      depthwise_row<scalar_t, L>(x + image * height * width * channels, taps, cb, conv, height, width,   \
+      depthwise_row_any<scalar_t, L>(x + image * height * width * channels, taps, cb, conv, height, width,   \
                                  channels, k, row);                                                      \
       rows<at::opmath_type<scalar_t>, L, true>(conv, w, b, y + r * width * channels, nullptr, stats,      \
                                                stats + width, channels, eps, 0, width);                  \
@@ -277,27 +242,12 @@ at::Tensor depthwise_layer_norm_gelu_last_cpu(const at::Tensor& input, const at:
                                               const std::optional<at::Tensor>& weight,
                                               const std::optional<at::Tensor>& bias, double eps) {
   const char* op = "depthwise_layer_norm_gelu_last";
-  TORCH_CHECK(input.dim() == 4 && input.size(-1) > 0,
-              op, ": input must be (N, H, W, C) with C > 0, got shape ", input.sizes());
+  check_depthwise_args(op, input, conv_weight, {&conv_bias, &weight, &bias}, "conv_bias, weight and bias");
   const int64_t channels = input.size(3), height = input.size(1), width = input.size(2);
   const auto dtype = input.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op, ": input must be float64 or float32, got ", dtype);
-  TORCH_CHECK(conv_weight.dim() == 4 && conv_weight.size(0) == channels && conv_weight.size(1) == 1 &&
-                  conv_weight.size(2) == conv_weight.size(3) && conv_weight.size(2) % 2 == 1,
-              op, ": conv_weight must be (C, 1, k, k) with C = ", channels, " and k odd, got shape ",
-              conv_weight.sizes());
-  for (const auto* param : {&conv_bias, &weight, &bias}) {
-    if (param->has_value()) {
-      TORCH_CHECK((*param)->dim() == 1 && (*param)->size(0) == channels && (*param)->scalar_type() == dtype,
-                  op, ": conv_bias, weight and bias must be 1-D of ", channels, " values of the input's dtype ",
-                  dtype, ", got shape ", (*param)->sizes(), " dtype ", (*param)->scalar_type());
-    }
-  }
-  TORCH_CHECK(conv_weight.scalar_type() == dtype, op, ": conv_weight must be ", dtype, ", got ",
-              conv_weight.scalar_type());
   const int64_t k = conv_weight.size(2);
   const at::Tensor x = input.contiguous();
-  const at::Tensor taps = conv_weight.reshape({channels, k * k}).t().contiguous();  // (k * k, C)
+  const at::Tensor taps = depthwise_taps(conv_weight, false);
   const at::Tensor cb = conv_bias.has_value() ? conv_bias->contiguous() : at::Tensor();
   const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
