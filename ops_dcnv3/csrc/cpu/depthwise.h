@@ -18,6 +18,24 @@
 namespace dcnv3 {
 namespace {
 
+// Calls body(t, pixel) for each tap t = i * K + j of output (y, col) that falls inside the
+// image, pixel being the input's row * width + column there; K is compile-time and the
+// loops unroll, so t is a constant in each call.
+template <int K, typename Body>
+DCNV3_INLINE void for_each_tap(int64_t y, int64_t col, int64_t i0, int64_t i1, int64_t width, const Body& body) {
+  constexpr int pad = (K - 1) / 2;
+#pragma GCC unroll 8
+  for (int i = 0; i < K; ++i) {
+    if (i < i0 || i >= i1) continue;
+#pragma GCC unroll 8
+    for (int j = 0; j < K; ++j) {
+      const int64_t at = col + j - pad;
+      if (at < 0 || at >= width) continue;
+      body(i * K + j, (y + i - pad) * width + at);
+    }
+  }
+}
+
 // Output row y of one image (x: that image) into out (W, C): sum over the taps inside the
 // image of taps[i * k + j] * x[y + i - pad][col + j - pad], plus conv_bias where given.
 // K > 0 fixes k at compile time (DCNv3's 3): the taps of a channel vector then stay in
@@ -38,16 +56,9 @@ DCNV3_INLINE void depthwise_row(const scalar_t* __restrict x, const at::opmath_t
       const V start = conv_bias != nullptr ? load<L, acc_t>(conv_bias + c) : V{};
       for (int64_t col = 0; col < width; ++col) {
         V acc = start;
-#pragma GCC unroll 8
-        for (int i = 0; i < K; ++i) {
-          if (i < i0 || i >= i1) continue;
-#pragma GCC unroll 8
-          for (int j = 0; j < K; ++j) {
-            const int64_t at = col + j - pad;
-            if (at < 0 || at >= width) continue;
-            acc += tap[i * K + j] * load<L, acc_t>(x + ((y + i - pad) * width + at) * channels + c);
-          }
-        }
+        for_each_tap<K>(y, col, i0, i1, width, [&](int t, int64_t pixel) {
+          acc += tap[t] * load<L, acc_t>(x + pixel * channels + c);
+        });
         store<L>(out + col * channels + c, acc);
       }
     }

@@ -58,16 +58,9 @@ DCNV3_INLINE void weight_grad_row(const scalar_t* __restrict x, const scalar_t* 
       const V g = load<L, scalar_t>(grad + col * channels + c);
       sums[taps] += g;
       if constexpr (K > 0) {
-#pragma GCC unroll 8
-        for (int i = 0; i < K; ++i) {
-          if (i < i0 || i >= i1) continue;
-#pragma GCC unroll 8
-          for (int j = 0; j < K; ++j) {
-            const int64_t at = col + j - pad;
-            if (at < 0 || at >= width) continue;
-            sums[i * K + j] += g * load<L, scalar_t>(x + ((y + i - pad) * width + at) * channels + c);
-          }
-        }
+        for_each_tap<K>(y, col, i0, i1, width, [&](int t, int64_t pixel) {
+          sums[t] += g * load<L, scalar_t>(x + pixel * channels + c);
+        });
       } else {
         const int64_t j0 = std::max<int64_t>(0, pad - col), j1 = std::min<int64_t>(k, width + pad - col);
         for (int64_t i = i0; i < i1; ++i)
