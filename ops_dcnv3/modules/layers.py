@@ -105,10 +105,10 @@ class _DepthwiseConvLast(torch.autograd.Function):
 
 
 def depthwise_conv_last(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv`` (a depthwise convolution) of channels-last ``x`` (N, H, W, C), as a contiguous
-    (N, H, W, C) tensor: ops_dcnv3's kernel where it serves (_depthwise_geometry; ATen's
-    CPU depthwise backward is 4-10x its forward at InternImage-T's level 0), else ``conv``
-    on the channels-first view."""
+    """``conv`` (a depthwise convolution) of channels-last ``x`` (N, H, W, C), as (N, H, W, C):
+    ops_dcnv3's kernel where it serves (_depthwise_geometry; a contiguous result; ATen's CPU
+    depthwise backward is 4-10x its forward at InternImage-T's level 0), else ``conv`` on
+    the channels-first view, permuted back."""
     if _depthwise_geometry(x, conv, "depthwise_conv_last_backward"):
         if _wants_grad(x, conv):
             return _DepthwiseConvLast.apply(x, conv.weight, conv.bias)

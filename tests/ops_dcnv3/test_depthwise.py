@@ -181,3 +181,14 @@ def test_dcnv3_depthwise_path_takes_the_kernels(monkeypatch):
     with torch.inference_mode():
         module._depthwise(x.detach())
     assert calls == []
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 4, 8), (2, 0, 4, 8), (2, 4, 0, 8)])
+def test_empty_input_gives_empty_output_and_zero_parameter_gradients(shape):
+    x, weight, bias, norm_w, norm_b = _inputs(shape, 3, torch.float32)
+    out = torch.ops.ops_dcnv3.depthwise_conv_last(x, weight, bias)
+    fused = torch.ops.ops_dcnv3.depthwise_layer_norm_gelu_last(x, weight, bias, norm_w, norm_b, 1e-6)
+    assert out.shape == fused.shape == x.shape
+    grad_x, grad_w, grad_b = torch.ops.ops_dcnv3.depthwise_conv_last_backward(torch.zeros(shape), x, weight)
+    assert grad_x.shape == x.shape and not grad_w.any() and not grad_b.any()
+    assert grad_w.shape == weight.shape and grad_b.shape == bias.shape
