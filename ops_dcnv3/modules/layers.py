@@ -37,6 +37,12 @@ def channels_last_memory(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if _eager_on_cpu(x) and x.dim() == 4 else x
 
 
+def _wants_grad(x: torch.Tensor, *modules: nn.Module) -> bool:
+    """Whether autograd would want a gradient of ``x`` or of a parameter of ``modules``."""
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for m in modules
+                                                               for p in m.parameters()))
+
+
 def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
     """Whether ops_dcnv3's CPU LayerNorm kernel runs ``norm(x)``: a contiguous CPU tensor
     normalised over its last axis, float32/float64 (bfloat16 without gradients, with
@@ -46,7 +52,7 @@ def _layer_norm_kernel_serves(x: object, norm: nn.LayerNorm) -> bool:
             and x.shape[-1] == norm.normalized_shape[0] and x.shape[-1] > 0):
         return False
     params = [p for p in (norm.weight, norm.bias) if p is not None]
-    wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+    wants_grad = _wants_grad(x, norm)
     # float32 parameters serve bfloat16 input (autocast) when no gradient is needed
     mixed_ok = x.dtype == torch.bfloat16 and not wants_grad
     if any(p.device != x.device or (p.dtype != x.dtype and not (mixed_ok and p.dtype == torch.float32))
@@ -69,11 +75,6 @@ def _depthwise_geometry(x: object, conv: nn.Conv2d, op: str) -> bool:
             and k % 2 == 1 and conv.stride == (1, 1) and conv.dilation == (1, 1)
             and conv.padding == ((k - 1) // 2,) * 2 and conv.padding_mode == "zeros"
             and all(p.dtype == x.dtype and p.device == x.device for p in params))
-
-
-def _wants_grad(x: torch.Tensor, *modules: nn.Module) -> bool:
-    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for m in modules
-                                                               for p in m.parameters()))
 
 
 def depthwise_kernel_serves(x: object, conv: nn.Conv2d, norm: nn.LayerNorm) -> bool:
@@ -229,8 +230,7 @@ class LayerNorm(nn.LayerNorm):
         needs no gelu_backward (DCNv3's depthwise path: conv, LayerNorm, GELU)."""
         if not (_layer_norm_kernel_serves(x, self) and _cpu_op_built("layer_norm_gelu_last")):
             return F.gelu(super().forward(x))
-        params = [p for p in (self.weight, self.bias) if p is not None]
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        if _wants_grad(x, self):
             return _LayerNormGELULast.apply(x, self.weight, self.bias, self.eps)
         return torch.ops.ops_dcnv3.layer_norm_gelu_last(x, self.weight, self.bias, self.eps, False)[0]
 
