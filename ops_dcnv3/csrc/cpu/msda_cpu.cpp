@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -205,21 +206,24 @@ struct Scratch {
   std::vector<acc_t> packed_grad;       // backward: their gradient, packed
 };
 
-// out[c..] = sum over corners k and points e of weight * corner[c..], for R vectors of N
-// lanes. Two accumulator sets (even and odd corners) halve the dependency chains.
+// out[c..] = sum over points e and corners k of weight * corner[c..], for R vectors of N
+// lanes. The corner loop is unrolled so that the two accumulator sets (even and odd
+// corners, halving the dependency chains) stay in registers: indexed by a run-time corner
+// they lived on the stack (BEVFormer TSA forward, one thread: 4.3 -> 2.8 ms with every
+// corner reading the same row).
 template <int N, int R, typename scalar_t, typename acc_t>
 DCNV3_INLINE void gather_block(const scalar_t* const* corner, const acc_t* weight, int cap, int count, int c,
                                acc_t* out) {
-  Vec<acc_t, N> acc[2][R] = {};
-  for (int k = 0; k < 4; ++k) {
-    const scalar_t* const* ptr = corner + k * cap;
-    const acc_t* w = weight + k * cap;
-    for (int e = 0; e < count; ++e) {
-      const scalar_t* src = ptr[e] + c;
-      for (int r = 0; r < R; ++r) acc[k & 1][r] += w[e] * load<N, acc_t>(src + r * N);
+  Vec<acc_t, N> even[R] = {}, odd[R] = {};
+  for (int e = 0; e < count; ++e) {
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const scalar_t* src = corner[k * cap + e] + c;
+      const acc_t w = weight[k * cap + e];
+      for (int r = 0; r < R; ++r) (k & 1 ? odd : even)[r] += w * load<N, acc_t>(src + r * N);
     }
   }
-  for (int r = 0; r < R; ++r) store<N>(out + c + r * N, acc[0][r] + acc[1][r]);
+  for (int r = 0; r < R; ++r) store<N>(out + c + r * N, even[r] + odd[r]);
 }
 
 template <int N, typename scalar_t, typename acc_t>
@@ -273,7 +277,8 @@ DCNV3_INLINE void forward_range(const Args<scalar_t>& a,
   Points<acc_t>* pts_next = &scratch.points_next;
   const scalar_t** corner = scratch.corner.data();
   const scalar_t** corner_next = scratch.corner_next.data();
-  acc_t* acc = scratch.acc.data();
+  // float32/float64 sum straight into the output; bfloat16 through an acc_t row
+  constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;
   // task = (b * queries + q) * heads + h, in memory order of the locations and the output; the
   // heads of a query read neighbouring slices of the same keys. Counted without divisions (a
   // task can be only a few points).
@@ -291,6 +296,8 @@ DCNV3_INLINE void forward_range(const Args<scalar_t>& a,
     }
     const bool next_finite = task + 1 < end && prepare_task<scalar_t, kBytes>(a, next_b, next_q, next_h, *pts_next,
                                                                               corner_next, scratch.zeros.data());
+    scalar_t* out = a.output + bqh * s.head_dim;
+    acc_t* acc = kDirect ? reinterpret_cast<acc_t*>(out) : scratch.acc.data();
     const acc_t* weight = pts->weight.data();
     int c = 0;
     gather_channels<wide>(corner, weight, cap, count, c, head_dim, acc);
@@ -306,10 +313,9 @@ DCNV3_INLINE void forward_range(const Args<scalar_t>& a,
         for (int e = 0; e < count; ++e) sum += weight[i + e] * static_cast<acc_t>(corner[i + e][c]);
       acc[c] = sum;
     }
-    scalar_t* out = a.output + bqh * s.head_dim;
-    if (finite) {
+    if (!kDirect && finite) {
       for (int i = 0; i < head_dim; ++i) out[i] = static_cast<scalar_t>(acc[i]);
-    } else {  // grid_sample: a non-finite location makes the sample, and so the sum, NaN
+    } else if (!finite) {  // grid_sample: a non-finite location makes the sample, and so the sum, NaN
       for (int i = 0; i < head_dim; ++i) out[i] = std::numeric_limits<scalar_t>::quiet_NaN();
     }
     std::swap(pts, pts_next);
