@@ -108,7 +108,7 @@ class SystemUsage:
         return StepUsage(*(statistics.median(column) for column in zip(*recent)))
 
 
-def cpu_model() -> str:
+def _lscpu_model_name() -> str:
     """The CPU model as lscpu names it (``/proc/cpuinfo`` or the platform string otherwise)."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=True).stdout
@@ -125,6 +125,29 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _x86_family_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """``family F model M`` of the first CPU in ``cpuinfo`` (x86), else None."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block ends here
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return None
+    family, model = fields.get("cpu family"), fields.get("model")
+    return f"family {family} model {model}" if family and model else None
+
+
+def cpu_model() -> str:
+    """The CPU model as lscpu names it, with the x86 family and model numbers where known:
+    under a hypervisor the name is often generic ("AMD EPYC" for Zen 4 and Zen 5 alike)."""
+    name, numbers = _lscpu_model_name(), _x86_family_model()
+    return f"{name} ({numbers})" if numbers else name
 
 
 # lscpu/cpuinfo flags worth naming, in the order printed.

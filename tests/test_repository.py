@@ -42,6 +42,18 @@ def test_bench_report_marks_each_target_and_fails_on_a_miss(capsys):
     assert machine_summary().startswith("machine: ") and "load average" in machine_summary()
 
 
+def test_cpu_model_names_the_first_x86_cpus_family_and_model(tmp_path):
+    from ops_dcnv3.bench_report import _x86_family_model
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                       "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\n")
+    assert _x86_family_model(str(cpuinfo)) == "family 25 model 17"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd0c\n")  # an Arm machine
+    assert _x86_family_model(str(cpuinfo)) is None
+    assert _x86_family_model(str(tmp_path / "missing")) is None
+
+
 def test_benchmarks_alternate_single_runs_and_take_each_ones_median(monkeypatch):
     from ops_dcnv3 import bench_report
 
