@@ -108,6 +108,21 @@ class SystemUsage:
         return StepUsage(*(statistics.median(column) for column in zip(*recent)))
 
 
+def _first_cpu_fields(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The ``key: value`` lines of the first processor's block of ``cpuinfo`` ({} without it)."""
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block ends here
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
 def _lscpu_model_name() -> str:
     """The CPU model as lscpu names it (``/proc/cpuinfo`` or the platform string otherwise)."""
     try:
@@ -117,28 +132,12 @@ def _lscpu_model_name() -> str:
                 return line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _first_cpu_fields().get("model name") or platform.processor() or platform.machine()
 
 
 def _x86_family_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """``family F model M`` of the first CPU in ``cpuinfo`` (x86), else None."""
-    fields = {}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor's block ends here
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        return None
+    fields = _first_cpu_fields(cpuinfo)
     family, model = fields.get("cpu family"), fields.get("model")
     return f"family {family} model {model}" if family and model else None
 
@@ -158,15 +157,8 @@ _ISA_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-
 def cpu_isa() -> str:
     """The vector ISAs of the CPU (from /proc/cpuinfo's flags) and the one PyTorch's own
     kernels dispatch to, e.g. ``AVX2 AVX-512 AVX512-BF16 AMX-BF16 (torch: AVX512)``."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    fields = _first_cpu_fields()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
     names = [name for flag, name in _ISA_FLAGS if flag in flags] or ["unknown"]
     return f"{' '.join(names)} (torch: {torch.backends.cpu.get_cpu_capability()})"
 
