@@ -275,17 +275,21 @@ def _onednn_linear_available() -> bool:
 
 
 _ONEDNN_LINEAR = _onednn_linear_available()
+# oneDNN's bfloat16 inner product needs AVX-512 (or AVX2-VNNI-2); on an AVX2-only CPU (AMD
+# EPYC Zen 3) it cannot create the primitive, so bfloat16 takes ATen's plain linear there.
+_ONEDNN_BF16_LINEAR = _ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _fused_cpu_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype one fused oneDNN linear call runs in for ``x``: float32 on CPU float32
-    inference, bfloat16 under CPU bfloat16 autocast; None where the plain path runs
-    (training, tracing, compiling, other devices and dtypes)."""
+    inference, bfloat16 under CPU bfloat16 autocast where oneDNN supports it; None where the
+    plain path runs (training, tracing, compiling, other devices and dtypes)."""
     if not (_ONEDNN_LINEAR and _eager_on_cpu(x) and not torch.is_grad_enabled()):
         return None
     if torch.is_autocast_enabled("cpu"):
         bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16
-        return torch.bfloat16 if bf16 and x.dtype in (torch.float32, torch.bfloat16) else None
+        return (torch.bfloat16 if bf16 and _ONEDNN_BF16_LINEAR and x.dtype in (torch.float32, torch.bfloat16)
+                else None)
     return torch.float32 if x.dtype == torch.float32 else None
 
 

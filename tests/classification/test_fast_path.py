@@ -39,6 +39,7 @@ def test_fast_path_matches_plain_path():
 @pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16-autocast"])
 @pytest.mark.parametrize("kind", ["plain", "gelu", "residual"])
 def test_fused_linear_matches_unfused(kind, autocast):
+    from ops_dcnv3.modules import layers
     from ops_dcnv3.modules.layers import linear as fused_linear
 
     torch.manual_seed(0)
@@ -51,9 +52,32 @@ def test_fused_linear_matches_unfused(kind, autocast):
         expected = torch.nn.functional.linear(x, layer.weight, layer.bias)  # grad mode: plain
     expected = torch.nn.functional.gelu(expected) if kind == "gelu" else expected
     expected = residual + expected if kind == "residual" else expected
-    assert fused.dtype == (torch.bfloat16 if autocast else torch.float32)
+    # Without oneDNN bfloat16 (AVX2-only CPUs) the plain path runs: its float32 residual
+    # promotes the sum to float32, as in training.
+    fused_bf16 = kind != "residual" or layers._ONEDNN_BF16_LINEAR
+    assert fused.dtype == (torch.bfloat16 if autocast and fused_bf16 else torch.float32)
     tol = dict(atol=3e-2, rtol=3e-2) if autocast else dict(atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused.float(), expected.detach().float(), **tol)
+
+
+def test_bf16_autocast_takes_the_plain_linear_without_onednn_bf16(monkeypatch):
+    """An AVX2-only CPU (AMD EPYC Zen 3) has no oneDNN bfloat16 inner product: the fused
+    call would fail to create its primitive, so the plain path must run instead."""
+    from ops_dcnv3.modules import layers
+
+    def no_onednn_call(*args, **kwargs):
+        raise AssertionError("oneDNN linear called without bfloat16 support")
+
+    monkeypatch.setattr(layers, "_ONEDNN_BF16_LINEAR", False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", no_onednn_call)
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 16)
+    x = torch.randn(3, 5, 24)
+    with torch.autocast("cpu", torch.bfloat16), torch.inference_mode():
+        got = layers.linear(x, layer, gelu=True)
+    assert got.dtype == torch.bfloat16
+    expected = torch.nn.functional.gelu(torch.nn.functional.linear(x, layer.weight, layer.bias))
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
 
 
 # bfloat16 keeps 8 bits of mantissa: logits of the tiny model under autocast stay within
