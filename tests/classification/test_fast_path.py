@@ -60,6 +60,22 @@ def test_fused_linear_matches_unfused(kind, autocast):
     torch.testing.assert_close(fused.float(), expected.detach().float(), **tol)
 
 
+@pytest.mark.parametrize("epilogue", [True, False], ids=["gelu-epilogue", "gelu-after"])
+def test_fused_linear_gelu_either_way_matches_unfused(monkeypatch, epilogue):
+    """fc1's GELU in oneDNN's epilogue (AVX-512 CPUs) or in place after the product (AVX2
+    only, where the epilogue is slower): both give the plain path's values."""
+    from ops_dcnv3.modules import layers
+
+    monkeypatch.setattr(layers, "_ONEDNN_GELU_EPILOGUE", epilogue)
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40)
+    x = torch.randn(3, 7, 24)
+    with torch.inference_mode():
+        got = layers.linear(x, layer, gelu=True)
+    expected = torch.nn.functional.gelu(torch.nn.functional.linear(x, layer.weight, layer.bias))
+    torch.testing.assert_close(got, expected.detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_bf16_autocast_takes_the_plain_linear_without_onednn_bf16(monkeypatch):
     """An AVX2-only CPU (AMD EPYC Zen 3) has no oneDNN bfloat16 inner product: the fused
     call would fail to create its primitive, so the plain path must run instead."""
