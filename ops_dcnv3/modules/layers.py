@@ -280,7 +280,7 @@ _ONEDNN_LINEAR = _onednn_linear_available()
 _ONEDNN_BF16_LINEAR = _ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 # oneDNN's exact-GELU epilogue pays off with AVX-512; with AVX2 alone (AMD EPYC Zen 3) it
 # costs more than the product and ATen's in-place GELU after it (fc1 at batch 8, 2 threads:
-# 12.6 vs 11.6 ms at level 0, 10.1 vs 8.3 at level 2; InternImage-T 805 -> 755 ms per batch).
+# 12.6 vs 11.6 ms at level 0, 10.1 vs 8.3 at level 2; InternImage-T 864 -> 796 ms per batch).
 _ONEDNN_GELU_EPILOGUE = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
@@ -407,9 +407,10 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
     if residual is not None:
         out = torch.ops.mkldnn._linear_pointwise.binary(
             flat, residual.reshape(-1, residual.shape[-1]).to(dtype), weight, bias, "add")
-    elif gelu and not _ONEDNN_GELU_EPILOGUE:
-        out = torch.ops.aten.gelu_(torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "none"))
     else:
-        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [],
+        gelu_epilogue = gelu and _ONEDNN_GELU_EPILOGUE
+        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu_epilogue else "none", [],
                                                  "none")
+        if gelu and not gelu_epilogue:
+            torch.ops.aten.gelu_(out)
     return out.view(*shape[:-1], out.shape[-1])
