@@ -275,34 +275,66 @@ def _onednn_linear_available() -> bool:
 
 
 _ONEDNN_LINEAR = _onednn_linear_available()
+# Float32 products through oneDNN only where the CPU has AVX-512 (Zen 4/5: MKL's sgemm runs
+# its AVX2 code on AMD, oneDNN its AVX-512 code). With AVX2 alone (AMD EPYC Zen 3) both are
+# AVX2 and MKL's sgemm (ATen's mm/addmm) is the faster: InternImage-T's block linears in
+# inference, batch 8, 2 threads, interleaved, 548 -> 475 ms per batch (0.78-1.0x by shape).
+_ONEDNN_FLOAT32 = _ONEDNN_LINEAR and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 # oneDNN's bfloat16 inner product needs AVX-512 (or AVX2-VNNI-2); on an AVX2-only CPU (AMD
 # EPYC Zen 3) it cannot create the primitive, so bfloat16 takes ATen's plain linear there.
 _ONEDNN_BF16_LINEAR = _ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-# oneDNN's exact-GELU epilogue pays off with AVX-512; with AVX2 alone (AMD EPYC Zen 3) it
-# costs more than the product and ATen's in-place GELU after it (fc1 at batch 8, 2 threads:
-# 12.6 vs 11.6 ms at level 0, 10.1 vs 8.3 at level 2; InternImage-T 864 -> 796 ms per batch).
-_ONEDNN_GELU_EPILOGUE = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def _fused_cpu_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype one fused oneDNN linear call runs in for ``x``: float32 on CPU float32
-    inference, bfloat16 under CPU bfloat16 autocast where oneDNN supports it; None where the
-    plain path runs (training, tracing, compiling, other devices and dtypes)."""
+    inference where oneDNN serves float32 (_ONEDNN_FLOAT32), bfloat16 under CPU bfloat16
+    autocast where oneDNN supports it; None elsewhere (training, tracing, compiling, other
+    devices and dtypes, and float32 inference on ATen's products: _aten_inference)."""
     if not (_ONEDNN_LINEAR and _eager_on_cpu(x) and not torch.is_grad_enabled()):
         return None
     if torch.is_autocast_enabled("cpu"):
         bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16
         return (torch.bfloat16 if bf16 and _ONEDNN_BF16_LINEAR and x.dtype in (torch.float32, torch.bfloat16)
                 else None)
-    return torch.float32 if x.dtype == torch.float32 else None
+    return torch.float32 if x.dtype == torch.float32 and _ONEDNN_FLOAT32 else None
+
+
+def _aten_inference(x: torch.Tensor, layer: nn.Linear) -> bool:
+    """Whether ``linear(x, layer, ...)`` runs CPU float32 inference on ATen's products with
+    the bias, GELU and residual add fused around them (_linear_aten): no gradients, eagerly,
+    not under autocast, float32 ``x`` and parameters on CPU, where oneDNN does not serve."""
+    params = [p for p in (layer.weight, layer.bias) if p is not None]
+    return (not _ONEDNN_FLOAT32 and not torch.is_grad_enabled() and _eager_on_cpu(x)
+            and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in params)
+            and _cpu_op_built("bias_gelu_"))
+
+
+def _linear_aten(x: torch.Tensor, layer: nn.Linear, gelu: bool,
+                 residual: torch.Tensor | None) -> torch.Tensor:
+    """``linear`` on ATen's products, each pass over the output fused: fc1's bias and GELU
+    in one kernel pass after the product (addmm would copy the bias into every row first,
+    and a GELU pass follow), the residual (plus the bias) as the product's starting value."""
+    flat = x.reshape(-1, x.shape[-1])
+    weight, bias = layer.weight, layer.bias
+    if residual is not None:
+        start = residual.reshape(-1, residual.shape[-1])
+        out = (start + bias if bias is not None else start.clone()).addmm_(flat, weight.t())
+    elif gelu:
+        out = torch.ops.ops_dcnv3.bias_gelu_(flat.mm(weight.t()), bias)
+    else:
+        out = F.linear(flat, weight, bias)
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def _product_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ b.T (+ bias)`` for 2-D CPU tensors in training: oneDNN's matmul in float32 (it
-    takes ``b`` strided, so ``b`` may be a transposed weight), ATen's addmm/mm otherwise.
-    ATen's float32 products go to MKL's sgemm, which on AMD EPYC Zen 5 runs its AVX2 code
-    (90-150 GFLOP/s at 2 threads at InternImage-T's shapes, oneDNN 235-340)."""
-    if a.dtype == torch.float32 and _ONEDNN_LINEAR:
+    """``a @ b.T (+ bias)`` for 2-D CPU tensors in training: oneDNN's matmul in float32 where
+    it serves (_ONEDNN_FLOAT32; it takes ``b`` strided, so ``b`` may be a transposed
+    weight), ATen's addmm/mm otherwise. ATen's float32 products go to MKL's sgemm, which on
+    AMD EPYC Zen 5 runs its AVX2 code (90-150 GFLOP/s at 2 threads at InternImage-T's
+    shapes, oneDNN 235-340); on AVX2-only Zen 3 it is the faster of the two (training step
+    2444 -> 2348 ms, interleaved)."""
+    if a.dtype == torch.float32 and _ONEDNN_FLOAT32:
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
     return a.mm(b.t()) if bias is None else torch.addmm(bias, a, b.t())
 
@@ -371,22 +403,23 @@ def _gelu_kernel_trains(x: torch.Tensor, layer: nn.Linear) -> bool:
 
 
 def _onednn_trains(x: torch.Tensor, layer: nn.Linear) -> bool:
-    """Whether ``linear(x, layer)`` trains through _Linear (float32, oneDNN built in)."""
-    return _ONEDNN_LINEAR and _trains_on_cpu(x, layer, (torch.float32,))
+    """Whether ``linear(x, layer)`` trains through _Linear (float32 where oneDNN serves it)."""
+    return _ONEDNN_FLOAT32 and _trains_on_cpu(x, layer, (torch.float32,))
 
 
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """``layer(x)``, then exact GELU with ``gelu`` or ``residual +`` with ``residual``.
 
-    On CPU inference (float32, or bfloat16 under autocast) this is one oneDNN call with the
-    bias and the GELU or the residual add in the matrix product's epilogue: ATen's addmm
-    first copies the broadcast bias into its output, and each separate pass over the
-    activations (GELU, the residual add) costs about a third of the product on the
-    small-channel levels (without AVX-512 the GELU runs in place after the product instead,
-    see _ONEDNN_GELU_EPILOGUE). Training, tracing, export and other devices/dtypes take the plain
-    path (the same values up to rounding); CPU training takes _LinearGELU with ``gelu`` and
-    _Linear without (float32: oneDNN's products, see _product_nt).
+    On CPU inference (float32 where the CPU has AVX-512, or bfloat16 under autocast) this is
+    one oneDNN call with the bias and the GELU or the residual add in the matrix product's
+    epilogue: ATen's addmm first copies the broadcast bias into its output, and each
+    separate pass over the activations (GELU, the residual add) costs about a third of the
+    product on the small-channel levels. Float32 inference on AVX2 alone takes ATen's
+    product with those passes fused around it (_linear_aten, see _ONEDNN_FLOAT32).
+    Training, tracing, export and other devices/dtypes take the plain path (the same values
+    up to rounding); CPU training takes _LinearGELU with ``gelu`` and _Linear without
+    (float32 on oneDNN's products, see _product_nt).
     """
     if gelu and residual is not None:
         raise ValueError("linear: pass gelu or residual, not both")
@@ -396,6 +429,8 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
         out = _Linear.apply(x, layer.weight, layer.bias)
         return out if residual is None else residual + out
     dtype = _fused_cpu_dtype(x)
+    if dtype is None and _aten_inference(x, layer) and (residual is None or residual.is_contiguous()):
+        return _linear_aten(x, layer, gelu, residual)
     if dtype is None or (residual is not None and not residual.is_contiguous()):
         out = F.linear(x, layer.weight, layer.bias)
         out = F.gelu(out) if gelu else out
@@ -408,9 +443,5 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
         out = torch.ops.mkldnn._linear_pointwise.binary(
             flat, residual.reshape(-1, residual.shape[-1]).to(dtype), weight, bias, "add")
     else:
-        gelu_epilogue = gelu and _ONEDNN_GELU_EPILOGUE
-        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu_epilogue else "none", [],
-                                                 "none")
-        if gelu and not gelu_epilogue:
-            torch.ops.aten.gelu_(out)
+        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [], "none")
     return out.view(*shape[:-1], out.shape[-1])

@@ -59,19 +59,44 @@ def test_fused_linear_matches_unfused(kind, autocast):
     torch.testing.assert_close(fused.float(), expected.detach().float(), **tol)
 
 
-@pytest.mark.parametrize("epilogue", [True, False], ids=["gelu-epilogue", "gelu-after"])
-def test_fused_linear_gelu_either_way_matches_unfused(monkeypatch, epilogue):
-    """fc1's GELU in oneDNN's epilogue (AVX-512 CPUs) or in place after the product (AVX2
-    only, where the epilogue is slower): both give the plain path's values."""
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("kind", ["plain", "gelu", "residual"])
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "aten"])
+def test_float32_inference_linear_either_product_matches_unfused(monkeypatch, onednn, kind, bias):
+    """Float32 inference runs one oneDNN call (AVX-512 CPUs) or ATen's product with the
+    bias, GELU or residual fused around it (AVX2 only, where MKL's sgemm is faster): both
+    give the plain path's values, and each calls oneDNN or not as it says."""
     from ops_dcnv3.modules import layers
 
-    monkeypatch.setattr(layers, "_ONEDNN_GELU_EPILOGUE", epilogue)
+    if onednn and not layers._ONEDNN_LINEAR:
+        pytest.skip("PyTorch built without oneDNN")
+    onednn_calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Recording:  # the op and its .binary overload, counted
+        def __call__(self, *args):
+            onednn_calls.append("unary")
+            return real(*args)
+
+        def binary(self, *args):
+            onednn_calls.append("binary")
+            return real.binary(*args)
+
+    monkeypatch.setattr(layers, "_ONEDNN_FLOAT32", onednn)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", Recording())
     torch.manual_seed(0)
-    layer = torch.nn.Linear(24, 40)
-    x = torch.randn(3, 7, 24)
+    layer = torch.nn.Linear(24, 40, bias=bias)
+    x, residual = torch.randn(3, 7, 24), torch.randn(3, 7, 40)
+    residual_before = residual.clone()
+    kwargs = {"gelu": kind == "gelu", "residual": residual if kind == "residual" else None}
     with torch.inference_mode():
-        got = layers.linear(x, layer, gelu=True)
-    expected = torch.nn.functional.gelu(torch.nn.functional.linear(x, layer.weight, layer.bias))
+        got = layers.linear(x, layer, **kwargs)
+    assert torch.equal(residual, residual_before)  # the sum starts from a copy
+    assert len(onednn_calls) == (1 if onednn else 0)
+    expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    expected = torch.nn.functional.gelu(expected) if kind == "gelu" else expected
+    expected = residual + expected if kind == "residual" else expected
+    assert got.shape == expected.shape and got.is_contiguous()
     torch.testing.assert_close(got, expected.detach(), atol=1e-5, rtol=1e-5)
 
 

@@ -1,6 +1,7 @@
-"""ops_dcnv3's CPU GELU-with-derivative kernel and the fused linear+GELU that InternImage's
-MLP trains through: values against an erfc reference in float64 (every CPU code path), the
-gradients against the plain F.linear + F.gelu path, the fallbacks and bad input."""
+"""ops_dcnv3's CPU GELU kernels (with the derivative for training, in place for
+inference) and the fused linear+GELU that InternImage's MLP trains through: values
+against an erfc reference in float64 (every CPU code path), the gradients against the
+plain F.linear + F.gelu path, the fallbacks and bad input."""
 
 from __future__ import annotations
 
@@ -73,6 +74,37 @@ def test_bias_is_added_per_column_before_the_gelu(monkeypatch, cpu_isas, dtype):
         y = torch.ops.ops_dcnv3.gelu_with_derivative_(pre, bias)
         torch.testing.assert_close(y.double(), ref_y, **tolerance)
         torch.testing.assert_close(pre.double(), ref_d, **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_in_place_gelu_matches_erfc_reference(monkeypatch, cpu_isas, dtype, with_bias):
+    """bias_gelu_ overwrites its input with GELU(input + bias) and returns that tensor."""
+    gen = torch.Generator().manual_seed(2)
+    x = (torch.randn(53, 37, generator=gen, dtype=torch.float64) * 4).to(dtype)  # tail blocks per row
+    bias = (torch.randn(37, generator=gen, dtype=torch.float64) * 2).to(dtype) if with_bias else None
+    ref_y, _ = _reference(x.double() + (bias.double() if with_bias else 0))
+    tolerance = dict(rtol=1e-12, atol=1e-300) if dtype == torch.float64 else dict(rtol=5e-6, atol=1e-6)
+    for isa in cpu_isas if dtype == torch.float32 else ["default"]:
+        monkeypatch.setenv("DCNV3_CPU_ISA", isa)
+        pre = x.clone()
+        y = torch.ops.ops_dcnv3.bias_gelu_(pre, bias)
+        assert y.data_ptr() == pre.data_ptr() and y.shape == x.shape
+        torch.testing.assert_close(y.double(), ref_y, **tolerance)
+    # the same values as the training kernel's GELU
+    torch.testing.assert_close(torch.ops.ops_dcnv3.bias_gelu_(x.clone(), bias),
+                               torch.ops.ops_dcnv3.gelu_with_derivative_(x.clone(), bias), rtol=0, atol=0)
+
+
+def test_in_place_gelu_bad_input_is_named():
+    with pytest.raises(RuntimeError, match="bias_gelu_: bias must have one value per entry"):
+        torch.ops.ops_dcnv3.bias_gelu_(torch.ones(4, 6), torch.ones(4))
+    with pytest.raises(RuntimeError, match="bias_gelu_: bias must match input's dtype"):
+        torch.ops.ops_dcnv3.bias_gelu_(torch.ones(4, 6), torch.ones(6, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="bias_gelu_: input must be float32 or float64"):
+        torch.ops.ops_dcnv3.bias_gelu_(torch.ones(4, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match="bias_gelu_: input must be contiguous"):
+        torch.ops.ops_dcnv3.bias_gelu_(torch.ones(4, 6).t())
 
 
 def test_bad_input_is_named():

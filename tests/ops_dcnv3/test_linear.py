@@ -1,5 +1,5 @@
-"""CPU float32 training linears through oneDNN (layers._Linear, layers._product_nt) against
-ATen's products in float64."""
+"""CPU float32 training linears (layers._Linear, layers._product_nt) on either product
+backend, oneDNN (AVX-512 CPUs) or ATen's (AVX2 only), against ATen's products in float64."""
 
 import pytest
 import torch
@@ -7,12 +7,18 @@ import torch.nn.functional as F
 
 from ops_dcnv3.modules import layers
 
-needs_onednn = pytest.mark.skipif(not layers._ONEDNN_LINEAR, reason="PyTorch built without oneDNN")
+
+@pytest.fixture(params=[True, False], ids=["onednn", "aten"])
+def onednn(request, monkeypatch):
+    """Both float32 product backends, whichever this CPU takes by default."""
+    if request.param and not layers._ONEDNN_LINEAR:
+        pytest.skip("PyTorch built without oneDNN")
+    monkeypatch.setattr(layers, "_ONEDNN_FLOAT32", request.param)
+    return request.param
 
 
-@needs_onednn
 @pytest.mark.parametrize("transposed", [False, True])
-def test_product_nt_matches_mm_with_strided_weight(transposed):
+def test_product_nt_matches_mm_with_strided_weight(onednn, transposed):
     torch.manual_seed(0)
     a = torch.randn(37, 24)
     b = torch.randn(24, 19).t() if transposed else torch.randn(19, 24)  # (19, 24) either way
@@ -23,19 +29,18 @@ def test_product_nt_matches_mm_with_strided_weight(transposed):
                                atol=1e-5)
 
 
-@needs_onednn
 @pytest.mark.parametrize("bias,residual,x_grad,w_grad", [
     (True, False, True, True), (False, False, True, True), (True, True, True, True),
     (True, False, False, True), (True, False, True, False)])
-def test_training_linear_matches_float64(bias, residual, x_grad, w_grad):
+def test_training_linear_matches_float64(onednn, bias, residual, x_grad, w_grad):
     torch.manual_seed(0)
     layer = torch.nn.Linear(24, 40, bias=bias).requires_grad_(w_grad)
     x = torch.randn(2, 5, 3, 24, requires_grad=x_grad)
     res = torch.randn(2, 5, 3, 40) if residual else None
-    assert layers._onednn_trains(x, layer)
+    assert layers._onednn_trains(x, layer) == onednn
     out = layers.linear(x, layer, residual=res)
     node = out.grad_fn.next_functions[1][0] if residual else out.grad_fn
-    assert node.name().startswith("_Linear")
+    assert node.name().startswith("_Linear") == onednn  # else ATen's addmm/mm autograd
     grad = torch.randn(out.shape)
     out.backward(grad)
 
