@@ -17,7 +17,13 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
-from ops_dcnv3.modules.layers import channels_last_memory, hooks_attached, linear
+from ops_dcnv3.modules.layers import (
+    channels_last_memory,
+    hooks_attached,
+    linear,
+    mlp_in_row_blocks,
+    mlp_in_row_blocks_serves,
+)
 
 CORE_OPS = {"DCNv3": DCNv3, "DCNv3_pytorch": DCNv3_pytorch}
 _NOT_TRACEABLE = (
@@ -68,7 +74,12 @@ class MLPLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """fc2(act(fc1(x))), plus ``residual`` when given (added after the dropout)."""
-        if isinstance(self.act, nn.GELU) and self.act.approximate == "none":
+        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
+        dropout_off = self.drop.p == 0.0 or not self.training
+        if (exact_gelu and dropout_off and not hooks_attached(self.act, self.drop)
+                and mlp_in_row_blocks_serves(x, self.fc1, self.fc2, residual)):
+            return mlp_in_row_blocks(x, self.fc1, self.fc2, residual)
+        if exact_gelu:
             x = linear(x, self.fc1, gelu=True)
         else:
             x = self.act(self.fc1(x))

@@ -310,6 +310,50 @@ def _aten_inference(x: torch.Tensor, layer: nn.Linear) -> bool:
             and _cpu_op_built("bias_gelu_"))
 
 
+# Rows per block of the MLP's float32 inference on ATen's products (mlp_in_row_blocks): fc1's
+# output block (1568 x 4C floats, 1.6 MB at level 0, 3.2 MB at level 1) is still in cache
+# when the GELU and fc2 read it; the whole hidden tensor (25.7 MB at level 0, batch 8) was
+# not. InternImage-T inference, batch 8, 2 threads, Zen 3, 30 alternating runs: 739 -> 708
+# ms per batch (CPU time 1470 -> 1410 ms). The same values: each row's arithmetic is as
+# unblocked.
+MLP_ROW_BLOCK = 1568
+
+
+def _residual_fits(residual: torch.Tensor | None, layer: nn.Linear) -> bool:
+    return residual is None or (residual.is_contiguous() and residual.dtype == torch.float32
+                                and residual.shape[-1] == layer.out_features)
+
+
+def mlp_in_row_blocks_serves(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear,
+                             residual: torch.Tensor | None) -> bool:
+    """Whether mlp_in_row_blocks computes the MLP (float32 CPU inference on ATen's products,
+    _aten_inference, for both linears; a contiguous float32 residual if any)."""
+    return _aten_inference(x, fc1) and _aten_inference(x, fc2) and _residual_fits(residual, fc2)
+
+
+def mlp_in_row_blocks(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear,
+                      residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``fc2(gelu(fc1(x)))`` (exact GELU), plus ``residual`` where given, for CPU float32
+    inference (mlp_in_row_blocks_serves), MLP_ROW_BLOCK rows at a time: per block fc1's
+    product, its bias and GELU in one pass in place (bias_gelu_), and fc2's product added
+    into the output, which starts as the residual plus fc2's bias."""
+    flat = x.reshape(-1, x.shape[-1])
+    rows = flat.shape[0]
+    if residual is not None:
+        start = residual.reshape(rows, -1)
+        out = start + fc2.bias if fc2.bias is not None else start.clone()
+    elif fc2.bias is not None:
+        out = fc2.bias.expand(rows, -1).contiguous()
+    else:
+        out = flat.new_zeros(rows, fc2.out_features)
+    first, second = fc1.weight.t(), fc2.weight.t()
+    for begin in range(0, rows, MLP_ROW_BLOCK):
+        block = slice(begin, begin + MLP_ROW_BLOCK)
+        hidden = torch.ops.ops_dcnv3.bias_gelu_(flat[block].mm(first), fc1.bias)
+        out[block].addmm_(hidden, second)
+    return out.view(*x.shape[:-1], fc2.out_features)
+
+
 def _linear_aten(x: torch.Tensor, layer: nn.Linear, gelu: bool,
                  residual: torch.Tensor | None) -> torch.Tensor:
     """``linear`` on ATen's products, each pass over the output fused: fc1's bias and GELU
@@ -429,7 +473,7 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False,
         out = _Linear.apply(x, layer.weight, layer.bias)
         return out if residual is None else residual + out
     dtype = _fused_cpu_dtype(x)
-    if dtype is None and _aten_inference(x, layer) and (residual is None or residual.is_contiguous()):
+    if dtype is None and _aten_inference(x, layer) and _residual_fits(residual, layer):
         return _linear_aten(x, layer, gelu, residual)
     if dtype is None or (residual is not None and not residual.is_contiguous()):
         out = F.linear(x, layer.weight, layer.bias)

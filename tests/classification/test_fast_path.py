@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from classification.models import InternImage
 from ops_dcnv3 import dcnv3, kernel_available
@@ -98,6 +99,61 @@ def test_float32_inference_linear_either_product_matches_unfused(monkeypatch, on
     expected = residual + expected if kind == "residual" else expected
     assert got.shape == expected.shape and got.is_contiguous()
     torch.testing.assert_close(got, expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("residual", [True, False], ids=["residual", "no-residual"])
+@pytest.mark.parametrize("fc2_bias", [True, False], ids=["bias", "no-bias"])
+def test_mlp_in_row_blocks_matches_plain_mlp(monkeypatch, residual, fc2_bias):
+    """The MLP's inference on ATen's products, in blocks of rows (7 here: 60 rows make eight
+    whole blocks and a partial one), gives the plain fc2(gelu(fc1(x))) (+ residual), and
+    MLPLayer takes it where it serves."""
+    from classification.models.intern_image import MLPLayer
+    from ops_dcnv3.modules import layers
+
+    monkeypatch.setattr(layers, "_ONEDNN_FLOAT32", False)
+    monkeypatch.setattr(layers, "MLP_ROW_BLOCK", 7)
+    torch.manual_seed(0)
+    mlp = MLPLayer(24, 40).eval()
+    if not fc2_bias:
+        mlp.fc2.bias = None
+    x = torch.randn(3, 5, 4, 24)
+    res = torch.randn(3, 5, 4, 24) if residual else None
+    res_before = res.clone() if residual else None
+    expected = F.linear(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
+    expected = expected + res if residual else expected
+    with torch.inference_mode():
+        assert layers.mlp_in_row_blocks_serves(x, mlp.fc1, mlp.fc2, res)
+        blocked = layers.mlp_in_row_blocks(x, mlp.fc1, mlp.fc2, res)
+        through_module = mlp(x, residual=res)
+    for got in (blocked, through_module):
+        assert got.shape == expected.shape and got.is_contiguous()
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(blocked, through_module, atol=0, rtol=0)
+    if residual:
+        assert torch.equal(res, res_before)
+    # not in grad mode, nor for a residual that is not contiguous
+    assert not layers.mlp_in_row_blocks_serves(x, mlp.fc1, mlp.fc2, res)
+    strided = torch.randn(3, 5, 24, 4).transpose(-1, -2)
+    with torch.inference_mode():
+        assert not layers.mlp_in_row_blocks_serves(x, mlp.fc1, mlp.fc2, strided)
+
+
+def test_mlp_keeps_live_dropout_out_of_row_blocks(monkeypatch):
+    """Under no_grad in train mode a live dropout must still drop: no blocked MLP there."""
+    import classification.models.intern_image as intern_image
+    from ops_dcnv3.modules import layers
+
+    monkeypatch.setattr(layers, "_ONEDNN_FLOAT32", False)
+    calls = []
+    blocked = layers.mlp_in_row_blocks
+    monkeypatch.setattr(intern_image, "mlp_in_row_blocks", lambda *a: calls.append(1) or blocked(*a))
+    mlp = intern_image.MLPLayer(8, 16, drop=0.5)
+    x, res = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+    with torch.no_grad():
+        mlp.train()(x, residual=res)
+        assert calls == []
+        mlp.eval()(x, residual=res)
+        assert calls == [1]
 
 
 def test_bf16_autocast_takes_the_plain_linear_without_onednn_bf16(monkeypatch):
