@@ -9,7 +9,7 @@ Prints the step time of both and their ratio: the two models' steps alternate an
 model's median counts, since absolute times on shared machines mean little and drift
 within seconds. Both models train as the recipes do: train mode, stochastic depth 0.1
 for both (the published InternImage-T config's DROP_PATH_RATE and ConvNeXt-T's recipe),
-float32."""
+float32, and AdamW as classification/optimizer.py builds it (fused on CPU, for both)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import torch
 
 from classification.models import InternImage
 from classification.models.variants import VARIANTS
+from classification.optimizer import cpu_fused_kwargs
 from ops_dcnv3.bench_report import SystemUsage, Target, interleaved_medians, machine_summary, report
 
 TARGET_RATIO = 0.95  # InternImage-T steps/s over ConvNeXt-T's, same run
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None, print_machine: bool = True) -> dict[str,
     usage = {name: SystemUsage() for name in ("internimage_t", args.anchor)}
     steps = {}
     for name, m in (("internimage_t", model), (args.anchor, anchor)):
-        optimizer = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05)
+        # AdamW as the trainer builds it (classification/optimizer.py: fused on CPU), for both
+        params = list(m.parameters())
+        fused = cpu_fused_kwargs([{"params": params}])
+        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **fused)
         steps[name] = usage[name].wrap(training_step(m, optimizer, images, labels))
     if print_machine:
         print(machine_summary(), flush=True)
