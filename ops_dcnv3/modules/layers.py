@@ -324,6 +324,18 @@ def _residual_fits(residual: torch.Tensor | None, layer: nn.Linear) -> bool:
                                 and residual.shape[-1] == layer.out_features)
 
 
+def _start_of_sum(flat: torch.Tensor, layer: nn.Linear, residual: torch.Tensor | None) -> torch.Tensor:
+    """A new (rows of ``flat``, out_features) tensor holding ``residual`` plus ``layer``'s
+    bias (either may be absent), for ``layer``'s product to be added into in place."""
+    rows, bias = flat.shape[0], layer.bias
+    if residual is not None:
+        start = residual.reshape(rows, -1)
+        return start + bias if bias is not None else start.clone()
+    if bias is not None:
+        return bias.expand(rows, -1).contiguous()
+    return flat.new_zeros(rows, layer.out_features)
+
+
 def mlp_in_row_blocks_serves(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear,
                              residual: torch.Tensor | None) -> bool:
     """Whether mlp_in_row_blocks computes the MLP (float32 CPU inference on ATen's products,
@@ -339,13 +351,7 @@ def mlp_in_row_blocks(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear,
     into the output, which starts as the residual plus fc2's bias."""
     flat = x.reshape(-1, x.shape[-1])
     rows = flat.shape[0]
-    if residual is not None:
-        start = residual.reshape(rows, -1)
-        out = start + fc2.bias if fc2.bias is not None else start.clone()
-    elif fc2.bias is not None:
-        out = fc2.bias.expand(rows, -1).contiguous()
-    else:
-        out = flat.new_zeros(rows, fc2.out_features)
+    out = _start_of_sum(flat, fc2, residual)
     first, second = fc1.weight.t(), fc2.weight.t()
     for begin in range(0, rows, MLP_ROW_BLOCK):
         block = slice(begin, begin + MLP_ROW_BLOCK)
@@ -360,14 +366,12 @@ def _linear_aten(x: torch.Tensor, layer: nn.Linear, gelu: bool,
     in one kernel pass after the product (addmm would copy the bias into every row first,
     and a GELU pass follow), the residual (plus the bias) as the product's starting value."""
     flat = x.reshape(-1, x.shape[-1])
-    weight, bias = layer.weight, layer.bias
     if residual is not None:
-        start = residual.reshape(-1, residual.shape[-1])
-        out = (start + bias if bias is not None else start.clone()).addmm_(flat, weight.t())
+        out = _start_of_sum(flat, layer, residual).addmm_(flat, layer.weight.t())
     elif gelu:
-        out = torch.ops.ops_dcnv3.bias_gelu_(flat.mm(weight.t()), bias)
+        out = torch.ops.ops_dcnv3.bias_gelu_(flat.mm(layer.weight.t()), layer.bias)
     else:
-        out = F.linear(flat, weight, bias)
+        out = F.linear(flat, layer.weight, layer.bias)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
