@@ -96,26 +96,17 @@ def test_in_place_gelu_matches_erfc_reference(monkeypatch, cpu_isas, dtype, with
                                torch.ops.ops_dcnv3.gelu_with_derivative_(x.clone(), bias), rtol=0, atol=0)
 
 
-def test_in_place_gelu_bad_input_is_named():
-    with pytest.raises(RuntimeError, match="bias_gelu_: bias must have one value per entry"):
-        torch.ops.ops_dcnv3.bias_gelu_(torch.ones(4, 6), torch.ones(4))
-    with pytest.raises(RuntimeError, match="bias_gelu_: bias must match input's dtype"):
-        torch.ops.ops_dcnv3.bias_gelu_(torch.ones(4, 6), torch.ones(6, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="bias_gelu_: input must be float32 or float64"):
-        torch.ops.ops_dcnv3.bias_gelu_(torch.ones(4, dtype=torch.bfloat16))
-    with pytest.raises(RuntimeError, match="bias_gelu_: input must be contiguous"):
-        torch.ops.ops_dcnv3.bias_gelu_(torch.ones(4, 6).t())
-
-
-def test_bad_input_is_named():
-    with pytest.raises(RuntimeError, match="bias must have one value per entry of input's last axis"):
-        torch.ops.ops_dcnv3.gelu_with_derivative_(torch.ones(4, 6), torch.ones(4))
-    with pytest.raises(RuntimeError, match="bias must match input's dtype"):
-        torch.ops.ops_dcnv3.gelu_with_derivative_(torch.ones(4, 6), torch.ones(6, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="input must be float32 or float64"):
-        torch.ops.ops_dcnv3.gelu_with_derivative_(torch.ones(4, dtype=torch.bfloat16))
-    with pytest.raises(RuntimeError, match="input must be contiguous"):
-        torch.ops.ops_dcnv3.gelu_with_derivative_(torch.ones(4, 6).t())
+@pytest.mark.parametrize("op", ["gelu_with_derivative_", "bias_gelu_"])
+def test_bad_input_is_named(op):
+    kernel = getattr(torch.ops.ops_dcnv3, op)
+    with pytest.raises(RuntimeError, match=f"{op}: bias must have one value per entry of input's last axis"):
+        kernel(torch.ones(4, 6), torch.ones(4))
+    with pytest.raises(RuntimeError, match=f"{op}: bias must match input's dtype"):
+        kernel(torch.ones(4, 6), torch.ones(6, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=f"{op}: input must be float32 or float64"):
+        kernel(torch.ones(4, dtype=torch.bfloat16))
+    with pytest.raises(RuntimeError, match=f"{op}: input must be contiguous"):
+        kernel(torch.ones(4, 6).t())
 
 
 @pytest.mark.parametrize("bias", [True, False])
